@@ -1,0 +1,92 @@
+/**
+ * The plan: plain, JSON-serialisable data. An ordered list of actions per
+ * node (and for the etcd cluster), each with a human reason that is for
+ * display only and never steers apply. Contract between plan/, apply/ and
+ * report/.
+ */
+
+export const PLAN_FORMAT = 1;
+
+/** How a file's new content is shown: never the content of a secret. */
+export type ContentKind = 'text' | 'artifact' | 'secret';
+
+interface Base {
+  node: string;
+  /** `Kind/name` of the resource behind the action. */
+  resource: string;
+  reason: string;
+}
+
+export type HostAction =
+  | (Base & { type: 'group.create'; name: string; gid?: number; system: boolean })
+  | (Base & { type: 'group.remove'; name: string })
+  | (Base & { type: 'user.create'; name: string; uid?: number; group: string; groups: string[]; home: string; shell: string; system: boolean; comment?: string })
+  | (Base & { type: 'user.modify'; name: string; changes: { field: 'group' | 'groups' | 'home' | 'shell' | 'uid'; from: string; to: string }[]; group: string; groups: string[]; home: string; shell: string; uid?: number })
+  | (Base & { type: 'user.remove'; name: string })
+  | (Base & { type: 'dir.create'; path: string; owner: string; group: string; mode: string })
+  | (Base & {
+      type: 'file.write';
+      path: string;
+      owner: string;
+      group: string;
+      mode: string;
+      contentKind: ContentKind;
+      sha256: string;
+      size: number | null;
+      /** Digest of what is there now, null when the file does not exist. */
+      oldSha256: string | null;
+      /** For text files only (never secrets): old and new text for a unified diff. */
+      oldText?: string;
+      newText?: string;
+    })
+  | (Base & { type: 'path.chown'; path: string; owner: string; group: string; from: { owner: string; group: string } })
+  | (Base & { type: 'path.chmod'; path: string; mode: string; from: string })
+  | (Base & { type: 'path.remove'; path: string; pathType: 'file' | 'dir' })
+  | (Base & { type: 'systemd.daemon-reload' })
+  | (Base & { type: 'service.enable'; unit: string })
+  | (Base & { type: 'service.disable'; unit: string })
+  | (Base & { type: 'service.start'; unit: string })
+  | (Base & { type: 'service.stop'; unit: string })
+  | (Base & { type: 'service.restart'; unit: string; because: string[] });
+
+export type EtcdAction =
+  | (Base & { type: 'etcd.bootstrap'; members: string[]; initialCluster: string })
+  | (Base & { type: 'etcd.member.add'; name: string; peerUrl: string; initialCluster: string })
+  | (Base & { type: 'etcd.member.promote'; name: string; memberId: string })
+  | (Base & { type: 'etcd.member.remove'; name: string; memberId: string; moveDataDirAside: boolean })
+  | (Base & { type: 'etcd.leader.move'; fromMemberId: string; toMemberId: string })
+  | (Base & { type: 'etcd.member.restart'; name: string; unit: string; because: string[] });
+
+export type Action = HostAction | EtcdAction;
+
+/** A per-resource difference that policy `report` keeps out of the actions. */
+export interface Drift {
+  node: string;
+  resource: string;
+  field: string;
+  want: string;
+  have: string;
+}
+
+export interface NodePlan {
+  node: string;
+  /** false when facts could not be gathered; `error` says why. */
+  reachable: boolean;
+  error?: string;
+  actions: HostAction[];
+  /** Differences not acted on (policy report, adopted paths kept). */
+  reported: Drift[];
+}
+
+export interface Plan {
+  format: typeof PLAN_FORMAT;
+  commit: string | null;
+  createdAt: string;
+  /** sha256 of the canonical JSON of all facts the plan was computed against. */
+  factsDigest: string;
+  nodes: NodePlan[];
+  /** Ordered cluster-level steps (membership changes, rolling restarts). */
+  etcd: EtcdAction[];
+  /** Changes refused as unsafe, with why and what to do. Non-empty → apply refuses. */
+  refusals: { message: string; hint: string }[];
+}

@@ -113,6 +113,8 @@ export interface EtcdMemberStatus {
   /** A linearizable read through this member succeeded. */
   healthy: boolean;
   error?: string;
+  /** Cluster ID in this member's answers (decimal string). */
+  clusterId?: string;
 }
 
 export interface EtcdFacts {
@@ -122,4 +124,12 @@ export interface EtcdFacts {
   status: Record<string, EtcdMemberStatus>; // by member id
   alarms: { memberId: string; alarm: string }[];
   error?: string;
+  /** Cluster ID agreed by the members that answered (decimal string). */
+  clusterId?: string;
+  /**
+   * Client URLs of desired members that answered as a member of another
+   * cluster (or as an ID not in the member list): typically etcd started
+   * alone on an empty data dir and bootstrapped a cluster of its own.
+   */
+  foreign?: { url: string; memberId: string; clusterId: string }[];
 }

@@ -68,6 +68,16 @@ export interface Drift {
   have: string;
 }
 
+/** A resource the host planner will not touch on a node, with why and what to do. */
+export interface NodeRefusal {
+  /** `Kind/name` of the resource. */
+  resource: string;
+  path: string;
+  /** Names the node and the path. */
+  message: string;
+  hint: string;
+}
+
 export interface NodePlan {
   node: string;
   /** false when facts could not be gathered; `error` says why. */
@@ -76,6 +86,16 @@ export interface NodePlan {
   actions: HostAction[];
   /** Differences not acted on (policy report, adopted paths kept). */
   reported: Drift[];
+  /** Resources refused on this node (their messages are also in `error`). */
+  refusals?: NodeRefusal[];
+  /** Index in `actions` of the first removal (pruning); absent when nothing is removed. */
+  firstRemoval?: number;
+  /**
+   * Why the etcd unit on this node must restart (changed files it restarts on).
+   * The host plan leaves that restart to the etcd rollout, which does it one
+   * member at a time.
+   */
+  etcdRestartBecause?: string[];
 }
 
 export interface Plan {

@@ -1,0 +1,416 @@
+/**
+ * Applying one node's host actions, in plan order, over its Transport.
+ * A file write is one exec (its content streamed on stdin); each run of
+ * consecutive actions that need no upload is one exec too, reporting every
+ * step, so a failure is always pinned to the action that failed. The first
+ * failure stops the node: the rest is skipped and reported as such.
+ */
+import { randomBytes } from 'node:crypto';
+import { PassThrough, type Readable } from 'node:stream';
+import type { Transport } from '../connect/transport.js';
+import { NodeError } from '../errors/index.js';
+import type { Inventory, NodeFacts } from '../facts/types.js';
+import type { ResolvedNode } from '../model/types.js';
+import type { HostAction, NodePlan } from '../plan/types.js';
+import { nextInventory, sameInventory, writeInventory } from './inventory.js';
+import { BACKUP_DIR, ScriptValueError, ancestorsOf, batchScript, parseBatchOutput, parseWriteOutput, reasonOf, writeFileScript } from './script.js';
+
+export type FileWriteAction = Extract<HostAction, { type: 'file.write' }>;
+type BatchAction = Exclude<HostAction, { type: 'file.write' }>;
+
+/**
+ * The bytes of a file.write: text from the resolved desired state, artifacts
+ * and secrets read on the bastion from their local path. `size` is their
+ * length, for progress.
+ */
+export type ContentResolver = (action: FileWriteAction) => Promise<{ stream: Readable; size: number }>;
+
+export interface ApplyProgress {
+  node: string;
+  /** 0-based position of the action in the node's plan. */
+  index: number;
+  total: number;
+  action: HostAction;
+  /** Uploads: bytes sent so far and in all. */
+  bytesSent?: number;
+  bytesTotal?: number;
+}
+
+export interface ApplyOptions {
+  commit: string | null;
+  onProgress?: (ev: ApplyProgress) => void;
+  /** Aborting stops before the next step; an upload in flight is cut short and its temporary file removed. */
+  signal?: AbortSignal;
+  /**
+   * Keep converge's inventory on the node: an intent record before the
+   * actions when they create something new (so a pass killed half-way still
+   * knows what it created), and the final record after them, also after a
+   * failure (recording the part that succeeded). Unchanged records are not
+   * written again.
+   */
+  inventory?: { node: ResolvedNode; facts: NodeFacts; now?: () => Date };
+}
+
+export type ActionStatus = 'ok' | 'failed' | 'skipped';
+
+export interface ActionOutcome {
+  index: number;
+  action: HostAction;
+  status: ActionStatus;
+  /** failed: what went wrong, naming the node and the path/account/unit; skipped: which step stopped it. */
+  error?: string;
+  hint?: string;
+  /** Wall time of the exec that carried this action (shared by a batch). */
+  durationMs: number;
+  /** file.write: digest of the replaced content, kept on the node under BACKUP_DIR; null when nothing was replaced. */
+  backupSha256?: string | null;
+  /** file.write: bytes uploaded. */
+  bytes?: number;
+  /** dir.create: missing parent directories that were created (root, 0755). */
+  createdParents?: string[];
+  /** A service.start/restart that failed: the unit's state and its last journal lines. */
+  unit?: { unit: string; state: string; journal: string[] };
+}
+
+export interface NodeApplyResult {
+  node: string;
+  /** Every action succeeded (and the inventory, when asked for, was written). */
+  ok: boolean;
+  outcomes: ActionOutcome[];
+  /** The actions that were carried out, in order: equals plan.actions when ok. */
+  performed: HostAction[];
+  /** The first failure. */
+  error?: NodeError;
+  /** Round trips (execs) this apply made on the node. */
+  execs: number;
+  /** The inventory now recorded on the node, when options.inventory was given and it could be written. */
+  inventory?: Inventory;
+  durationMs: number;
+}
+
+/** Short description of an action, for messages: `write /etc/etcd/etcd.env`. */
+export function describeAction(a: HostAction): string {
+  switch (a.type) {
+    case 'group.create':
+      return `create group ${a.name}`;
+    case 'group.remove':
+      return `remove group ${a.name}`;
+    case 'user.create':
+      return `create user ${a.name}`;
+    case 'user.modify':
+      return `modify user ${a.name}`;
+    case 'user.remove':
+      return `remove user ${a.name}`;
+    case 'dir.create':
+      return `create directory ${a.path}`;
+    case 'file.write':
+      return `write ${a.path}`;
+    case 'path.chown':
+      return `chown ${a.path}`;
+    case 'path.chmod':
+      return `chmod ${a.path}`;
+    case 'path.remove':
+      return `remove ${a.path}`;
+    case 'systemd.daemon-reload':
+      return 'systemctl daemon-reload';
+    default:
+      return `${a.type.slice('service.'.length)} ${a.unit}`;
+  }
+}
+
+function hintFor(a: HostAction, reason: string): string {
+  if (/No space left|Disk quota/i.test(reason)) return 'free space on the node (the old content is intact), then apply again';
+  if (/symlink/.test(reason)) return 'a symlink stands where converge manages a real file or directory: remove it on the node, or change the desired path';
+  if (/Read-only file system/i.test(reason)) return 'the filesystem is mounted read-only on the node';
+  if (a.type === 'service.start' || a.type === 'service.restart') return `see the unit's state and journal lines; fix the unit or its configuration and apply again`;
+  if (/sha256/.test(reason)) return 'the content changed on the bastion or the upload was cut short: run converge plan again';
+  return 'fix the cause on the node or in the desired state and apply again; the next pass starts from what is there';
+}
+
+function batchTimeoutMs(actions: BatchAction[]): number {
+  const slow = actions.filter((a) => a.type === 'service.start' || a.type === 'service.restart' || a.type === 'service.stop').length;
+  return 60_000 + slow * 200_000;
+}
+
+function uploadTimeoutMs(size: number): number {
+  return 120_000 + Math.ceil(size / (256 * 1024)) * 1000;
+}
+
+/** Groups the plan into execs: each file.write alone, each run of other actions together. */
+function execGroups(actions: HostAction[]): { start: number; actions: HostAction[] }[] {
+  const groups: { start: number; actions: HostAction[] }[] = [];
+  actions.forEach((a, i) => {
+    const last = groups[groups.length - 1];
+    if (a.type !== 'file.write' && last && last.actions[0]?.type !== 'file.write') last.actions.push(a);
+    else groups.push({ start: i, actions: [a] });
+  });
+  return groups;
+}
+
+/**
+ * Execute a node's plan in order. Never throws for a failure on the node:
+ * the result says what was done, what failed and what was skipped.
+ */
+export async function applyNodePlan(t: Transport, plan: NodePlan, content: ContentResolver, opts: ApplyOptions): Promise<NodeApplyResult> {
+  const started = Date.now();
+  const execsBefore = t.execCount;
+  const node = plan.node;
+  const total = plan.actions.length;
+  const outcomes: ActionOutcome[] = [];
+  const performed: HostAction[] = [];
+  let error: NodeError | undefined;
+
+  const finish = (inventory?: Inventory): NodeApplyResult => ({
+    node,
+    ok: error === undefined,
+    outcomes,
+    performed,
+    ...(error ? { error } : {}),
+    execs: t.execCount - execsBefore,
+    ...(inventory ? { inventory } : {}),
+    durationMs: Date.now() - started,
+  });
+  const fail = (index: number, message: string, extra: Partial<ActionOutcome> & { durationMs: number }, cause?: unknown): void => {
+    const action = plan.actions[index] as HostAction;
+    const hint = extra.hint ?? hintFor(action, message);
+    const err = new NodeError('E_APPLY', node, `${describeAction(action)}: ${message}`, { hint, data: { index, action: action.type }, ...(cause ? { cause } : {}) });
+    error ??= err;
+    outcomes.push({ ...extra, index, action, status: 'failed', error: err.message, hint });
+  };
+  const skipRest = (from: number, why: string): void => {
+    for (let i = from; i < total; i++) outcomes.push({ index: i, action: plan.actions[i] as HostAction, status: 'skipped', error: why, durationMs: 0 });
+  };
+
+  if (!plan.reachable) {
+    error = new NodeError('E_CONNECT', node, plan.error ?? 'facts could not be gathered', { hint: 'nothing was changed on this node; fix the connection and apply again' });
+    skipRest(0, `${node}: skipped: the node was not reachable`);
+    return finish();
+  }
+
+  const inv = opts.inventory;
+  const now = inv?.now ?? (() => new Date());
+  let recorded: Inventory | null = inv?.facts.inventory ?? null;
+  if (inv && total > 0) {
+    // Record what this pass is about to create before creating it.
+    const intent = nextInventory(recorded, inv.node, inv.facts, plan, opts.commit, now(), []);
+    if (Object.entries(intent.resources).some(([id, e]) => e.created && !recorded?.resources[id]?.created)) {
+      try {
+        await writeInventory(t, intent);
+        recorded = intent;
+      } catch (e) {
+        error = e instanceof NodeError ? e : new NodeError('E_APPLY', node, (e as Error).message, { cause: e });
+        skipRest(0, `${node}: skipped: converge's inventory could not be recorded before the changes`);
+        return finish();
+      }
+    }
+  }
+
+  for (const group of execGroups(plan.actions)) {
+    if (opts.signal?.aborted) {
+      error ??= new NodeError('E_APPLY', node, `interrupted before step ${group.start + 1} of ${total}`, { hint: 'apply again: the next pass starts from what is there' });
+      skipRest(group.start, `${node}: skipped: the apply was interrupted`);
+      break;
+    }
+    const ok = group.actions[0]?.type === 'file.write'
+      ? await runWrite(t, group.start, group.actions[0] as FileWriteAction, total, content, opts, outcomes, fail)
+      : await runBatch(t, group.start, group.actions as BatchAction[], total, opts, outcomes, fail);
+    for (let i = group.start; i < group.start + group.actions.length; i++) {
+      const o = outcomes.find((x) => x.index === i);
+      if (o?.status === 'ok') performed.push(o.action);
+    }
+    if (!ok) {
+      const stop = outcomes.find((o) => o.status === 'failed')?.index ?? group.start;
+      skipRest(stop + 1, `${node}: skipped: step ${stop + 1} (${describeAction(plan.actions[stop] as HostAction)}) failed`);
+      break;
+    }
+  }
+  outcomes.sort((a, b) => a.index - b.index);
+
+  if (!inv) return finish();
+  const final = nextInventory(recorded, inv.node, inv.facts, plan, opts.commit, now(), performed);
+  if (sameInventory(final, recorded)) return finish(recorded ?? undefined);
+  try {
+    await writeInventory(t, final);
+    return finish(final);
+  } catch (e) {
+    error ??= e instanceof NodeError ? e : new NodeError('E_APPLY', node, (e as Error).message, { cause: e });
+    return finish(recorded ?? undefined);
+  }
+}
+
+type FailFn = (index: number, message: string, extra: Partial<ActionOutcome> & { durationMs: number }, cause?: unknown) => void;
+
+async function runWrite(
+  t: Transport,
+  index: number,
+  action: FileWriteAction,
+  total: number,
+  content: ContentResolver,
+  opts: ApplyOptions,
+  outcomes: ActionOutcome[],
+  fail: FailFn,
+): Promise<boolean> {
+  const started = Date.now();
+  const emit = (ev: Partial<ApplyProgress>): void => opts.onProgress?.({ node: t.node, index, total, action, ...ev });
+  let script: string;
+  try {
+    script = writeFileScript({ path: action.path, owner: action.owner, group: action.group, mode: action.mode, sha256: action.sha256, backup: true, source: 'stdin' });
+  } catch (e) {
+    if (!(e instanceof ScriptValueError)) throw e;
+    fail(index, e.message, { durationMs: 0 });
+    return false;
+  }
+  let source: { stream: Readable; size: number };
+  try {
+    source = await content(action);
+  } catch (e) {
+    fail(index, `cannot read the content: ${(e as Error).message}`, { durationMs: Date.now() - started, hint: 'check the artifact or secret on the bastion' }, e);
+    return false;
+  }
+  emit({ bytesSent: 0, bytesTotal: source.size });
+
+  // The stream reaching the node ends early (never errors) when the source
+  // fails or the apply is aborted: the node then sees a short upload, its
+  // digest check fails and the temporary file is removed.
+  const body = new PassThrough();
+  let localError: Error | null = null;
+  const cut = (): void => {
+    source.stream.unpipe(body);
+    body.end();
+  };
+  source.stream.on('error', (e: Error) => {
+    localError = e;
+    cut();
+  });
+  const onAbort = (): void => cut();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  source.stream.pipe(body);
+
+  let sent = 0;
+  try {
+    const r = await t.exec(script, {
+      stdin: body,
+      timeoutMs: uploadTimeoutMs(source.size),
+      onProgress: (n) => {
+        sent = n;
+        emit({ bytesSent: n, bytesTotal: source.size });
+      },
+    });
+    const parsed = parseWriteOutput(r.stdout.toString('utf8'));
+    const durationMs = Date.now() - started;
+    if (r.code === 0 && parsed.ok) {
+      outcomes.push({ index, action, status: 'ok', durationMs, backupSha256: parsed.backupSha256, bytes: sent });
+      return true;
+    }
+    const err = localError as Error | null;
+    const why = err
+      ? `reading the content failed: ${err.message} (the target was left untouched)`
+      : opts.signal?.aborted
+        ? 'interrupted during the upload (the target was left untouched)'
+        : reasonOf(r.stderr) || `the write script exited with code ${r.code}`;
+    fail(index, why, { durationMs, bytes: sent });
+    return false;
+  } catch (e) {
+    fail(index, `${(e as Error).message}; the write may or may not have completed (a partial upload never replaces the target)`, { durationMs: Date.now() - started, bytes: sent }, e);
+    return false;
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+    if (!source.stream.destroyed) source.stream.destroy();
+  }
+}
+
+async function runBatch(
+  t: Transport,
+  start: number,
+  actions: BatchAction[],
+  total: number,
+  opts: ApplyOptions,
+  outcomes: ActionOutcome[],
+  fail: FailFn,
+): Promise<boolean> {
+  const began = Date.now();
+  const nonce = randomBytes(8).toString('hex');
+  const steps = actions.map((action, k) => ({ index: start + k, action }));
+  let script: string;
+  try {
+    script = batchScript(steps, nonce);
+  } catch (e) {
+    if (!(e instanceof ScriptValueError)) throw e;
+    // Find the offending action so that the failure names it; the steps before it still run.
+    const bad = steps.findIndex((s) => {
+      try {
+        batchScript([s], nonce);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    if (bad > 0) {
+      const ok = await runBatch(t, start, actions.slice(0, bad), total, opts, outcomes, fail);
+      if (!ok) return false;
+    }
+    fail(start + Math.max(bad, 0), e.message, { durationMs: 0 });
+    return false;
+  }
+  for (const s of steps) opts.onProgress?.({ node: t.node, index: s.index, total, action: s.action });
+
+  let stdout: string;
+  let code: number;
+  let stderr: string;
+  try {
+    const r = await t.exec(script, { timeoutMs: batchTimeoutMs(actions) });
+    stdout = r.stdout.toString('utf8');
+    code = r.code;
+    stderr = r.stderr;
+  } catch (e) {
+    // No report came back: the connection is gone and the outcome of the first step is unknown.
+    fail(start, `${(e as Error).message}; whether this step took effect is unknown (the next pass checks)`, { durationMs: Date.now() - began }, e);
+    return false;
+  }
+  const durationMs = Date.now() - began;
+  const lines = parseBatchOutput(stdout, nonce);
+  for (const s of steps) {
+    const mine = lines.filter((l) => l.index === s.index);
+    const extra: Partial<ActionOutcome> & { durationMs: number } = { durationMs };
+    if (s.action.type === 'dir.create') {
+      const all = ancestorsOf(s.action.path);
+      const parents = mine.flatMap((l) => (l.kind === 'parent' && l.ancestor !== undefined && all[l.ancestor] !== undefined ? [all[l.ancestor] as string] : []));
+      if (parents.length) extra.createdParents = parents;
+    }
+    if (mine.some((l) => l.kind === 'ok')) {
+      outcomes.push({ ...extra, index: s.index, action: s.action, status: 'ok' });
+      continue;
+    }
+    const failed = mine.find((l) => l.kind === 'fail');
+    const unitLine = mine.find((l) => l.kind === 'unit');
+    if (unitLine && (s.action.type === 'service.start' || s.action.type === 'service.restart')) {
+      extra.unit = { unit: s.action.unit, state: unitLine.text ?? '', journal: unitLine.journal ?? [] };
+    }
+    const why = failed ? reasonOf(failed.text ?? '') || 'failed without a message' : `the step did not report back (exit code ${code}): ${reasonOf(stderr) || 'no message'}`;
+    fail(s.index, extra.unit ? `${why} (${extra.unit.state})` : why, extra);
+    return false;
+  }
+  return true;
+}
+
+/**
+ * Put back a replaced file from its content-addressed backup on the node
+ * (BACKUP_DIR/<sha256>), atomically and with the given owner, group and mode.
+ * What it replaces is itself backed up first. Needs nothing from elsewhere.
+ */
+export async function restoreFromBackup(t: Transport, path: string, sha256: string, owner: string, group: string, mode: string): Promise<{ backupSha256: string | null }> {
+  let script: string;
+  try {
+    script = writeFileScript({ path, owner, group, mode, sha256, backup: true, source: { nodePath: `${BACKUP_DIR}/${sha256}` } });
+  } catch (e) {
+    throw new NodeError('E_APPLY', t.node, `restore ${path}: ${(e as Error).message}`);
+  }
+  const r = await t.exec(script, { timeoutMs: 300_000 });
+  const parsed = parseWriteOutput(r.stdout.toString('utf8'));
+  if (r.code !== 0 || !parsed.ok) {
+    throw new NodeError('E_APPLY', t.node, `restore ${path} from backup ${sha256.slice(0, 12)}: ${reasonOf(r.stderr) || `exit code ${r.code}`}`, {
+      hint: `the backups on the node are in ${BACKUP_DIR}; the target was left as it was`,
+    });
+  }
+  return { backupSha256: parsed.backupSha256 };
+}

@@ -1,0 +1,225 @@
+/**
+ * Facts of the etcd cluster, through its API, and of etcd on one node,
+ * through the node's transport.
+ *
+ * Cluster facts: every known client URL is asked at once, each through its
+ * own client (etcd3 would otherwise pick a random member), with a short
+ * deadline: status (leader, raft index, cluster ID), the member list, and a
+ * linearizable read (what `etcdctl endpoint health` does). The member list
+ * is taken from the leader when it answers, since 3.4 serves it from the
+ * answering member's local view.
+ */
+import { createHash } from 'node:crypto';
+import type { Etcd3, IMember, IMemberListResponse, IStatusResponse } from 'etcd3';
+import { withMemberClients, etcdErrorText, type EtcdTls, type MemberClients } from '../connect/etcd.js';
+import { shellQuote, type Transport } from '../connect/transport.js';
+import { NodeError } from '../errors/index.js';
+import type { ResolvedEtcd } from '../model/types.js';
+import type { EtcdFacts, EtcdMemberFact, EtcdMemberStatus, NodeFacts, UnitFact } from './types.js';
+
+export interface GatherEtcdOptions {
+  /** Deadline of each call. Default 2000 ms. */
+  timeoutMs?: number;
+  /** Client URLs to ask besides the desired members' (members leaving the cluster). */
+  extraUrls?: string[];
+}
+
+interface Probe {
+  url: string;
+  status?: IStatusResponse;
+  members?: IMember[];
+  healthy: boolean;
+  error?: string;
+}
+
+/** The read `etcdctl endpoint health` does; permission denied still proves a quorum answered. */
+async function healthRead(c: Etcd3): Promise<void> {
+  try {
+    await c.get('health').exec();
+  } catch (e) {
+    if (/permission denied/i.test(String(e))) return;
+    throw e;
+  }
+}
+
+async function probe(clients: MemberClients, url: string, withList: boolean): Promise<Probe> {
+  const c = clients.get(url);
+  const [status, list, health] = await Promise.allSettled([
+    c.maintenance.status(),
+    withList ? c.cluster.memberList({ linearizable: true }) : Promise.resolve(undefined as IMemberListResponse | undefined),
+    healthRead(c),
+  ]);
+  const p: Probe = { url, healthy: health.status === 'fulfilled' };
+  if (status.status === 'fulfilled') p.status = status.value;
+  if (list.status === 'fulfilled' && list.value) p.members = list.value.members;
+  const failure = [status, health].find((r) => r.status === 'rejected');
+  if (failure && failure.status === 'rejected') p.error = etcdErrorText(failure.reason);
+  return p;
+}
+
+function memberFact(m: IMember): EtcdMemberFact {
+  return { id: String(m.ID), name: m.name ?? '', peerUrls: [...(m.peerURLs ?? [])], clientUrls: [...(m.clientURLs ?? [])], isLearner: Boolean(m.isLearner) };
+}
+
+/** The member list to trust: the leader's, else a healthy member's, else any. */
+function pickList(probes: Probe[]): Probe | undefined {
+  const withList = probes.filter((p) => p.members && p.status);
+  return (
+    withList.find((p) => p.status && p.status.leader !== '0' && p.status.leader === p.status.header.member_id) ??
+    withList.find((p) => p.healthy) ??
+    withList[0]
+  );
+}
+
+/** Client URLs to ask for a member: its own, or (not started yet) the desired one with its peer URL. */
+export function memberClientUrls(m: EtcdMemberFact, spec: ResolvedEtcd): string[] {
+  if (m.clientUrls.length > 0) return m.clientUrls;
+  const d = spec.members.find((s) => m.peerUrls.includes(s.peerUrl));
+  return d ? [d.clientUrl] : [];
+}
+
+export async function gatherEtcdFacts(spec: ResolvedEtcd, tls: EtcdTls, opts: GatherEtcdOptions = {}): Promise<EtcdFacts> {
+  const timeoutMs = opts.timeoutMs ?? 2000;
+  return withMemberClients(tls, timeoutMs, async (clients) => {
+    const first = [...new Set([...spec.members.map((m) => m.clientUrl), ...(opts.extraUrls ?? [])])];
+    const probes = await Promise.all(first.map((u) => probe(clients, u, true)));
+    const source = pickList(probes);
+    if (!source?.members || !source.status) {
+      const errors = [...new Set(probes.map((p) => `${p.url}: ${p.error ?? 'no answer'}`))];
+      return { reachable: probes.some((p) => p.status), members: [], status: {}, alarms: [], error: `no etcd member answered with its member list (${errors.join('; ')})` };
+    }
+    const members = source.members.map(memberFact).sort((a, b) => (a.name || a.peerUrls[0] || '').localeCompare(b.name || b.peerUrls[0] || ''));
+    const clusterId = source.status.header.cluster_id;
+
+    const asked = new Set(first);
+    const more = [...new Set(members.flatMap((m) => memberClientUrls(m, spec)).filter((u) => !asked.has(u)))];
+    probes.push(...(await Promise.all(more.map((u) => probe(clients, u, false)))));
+
+    const status: Record<string, EtcdMemberStatus> = {};
+    const foreign: NonNullable<EtcdFacts['foreign']> = [];
+    const ids = new Set(members.map((m) => m.id));
+    for (const p of probes) {
+      if (!p.status) continue;
+      const id = p.status.header.member_id;
+      if (p.status.header.cluster_id !== clusterId || !ids.has(id)) {
+        foreign.push({ url: p.url, memberId: id, clusterId: p.status.header.cluster_id });
+        continue;
+      }
+      const s: EtcdMemberStatus = {
+        id,
+        reachable: true,
+        leader: p.status.leader && p.status.leader !== '0' ? p.status.leader : null,
+        raftIndex: p.status.raftIndex,
+        raftTerm: p.status.raftTerm,
+        dbSize: Number(p.status.dbSize),
+        version: p.status.version,
+        healthy: p.healthy,
+        clusterId: p.status.header.cluster_id,
+      };
+      if (p.error) s.error = p.error;
+      const prev = status[id];
+      if (!prev || (!prev.healthy && s.healthy)) status[id] = s;
+    }
+    for (const m of members) {
+      if (status[m.id]) continue;
+      const urls = memberClientUrls(m, spec);
+      const errs = probes.filter((p) => urls.includes(p.url) && p.error).map((p) => p.error);
+      status[m.id] = {
+        id: m.id,
+        reachable: false,
+        leader: null,
+        raftIndex: null,
+        raftTerm: null,
+        dbSize: null,
+        version: null,
+        healthy: false,
+        error: urls.length === 0 ? 'no client URL known (member not started)' : (errs[0] ?? 'no answer'),
+      };
+    }
+
+    const facts: EtcdFacts = { reachable: true, members, status, alarms: [], clusterId };
+    if (foreign.length > 0) facts.foreign = foreign;
+    try {
+      const alarms = await clients.get(source.url).maintenance.alarm({ action: 'Get', memberID: 0, alarm: 'None' });
+      facts.alarms = (alarms.alarms ?? []).map((a) => ({ memberId: String(a.memberID), alarm: String(a.alarm) }));
+    } catch (e) {
+      facts.error = `alarms could not be read: ${etcdErrorText(e)}`;
+    }
+    return facts;
+  });
+}
+
+// ---- etcd on one node --------------------------------------------------------
+
+/** The text converge writes to the initial env file; its digest tells an unfinished bootstrap. */
+export function initialEnvText(initialCluster: string, state: 'new' | 'existing'): string {
+  return `# Written by converge when this member was ${state === 'new' ? 'bootstrapped' : 'added'}; read only while the data dir is empty.\nETCD_INITIAL_CLUSTER=${initialCluster}\nETCD_INITIAL_CLUSTER_STATE=${state}\n`;
+}
+
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/**
+ * One sh script that reports the etcd unit, whether the data dir holds a
+ * write-ahead log (a member's real state: a failed start leaves member/snap/db
+ * behind but no WAL), and the digest of the initial env file.
+ */
+export function etcdNodeScript(spec: Pick<ResolvedEtcd, 'dataDir' | 'initialEnvFile' | 'unit'>): string {
+  const d = shellQuote(spec.dataDir);
+  const f = shellQuote(spec.initialEnvFile);
+  return [
+    'set -u',
+    `d=${d}; f=${f}`,
+    'if [ -d "$d" ]; then if [ -r "$d" ] && [ -x "$d" ]; then echo "datadir=dir"; else echo "datadir=unreadable"; fi; elif [ -e "$d" ]; then echo "datadir=other"; else echo "datadir=missing"; fi',
+    'if ls "$d"/member/wal/*.wal >/dev/null 2>&1; then echo "wal=yes"; else echo "wal=no"; fi',
+    'if [ -f "$f" ]; then echo "initenv=$(sha256sum < "$f" | cut -d" " -f1)"; else echo "initenv=-"; fi',
+    `systemctl show -p LoadState -p ActiveState -p UnitFileState -p NeedDaemonReload -- ${shellQuote(spec.unit)} 2>/dev/null || true`,
+  ].join('\n');
+}
+
+/** The NodeFacts fields the etcd planner reads (unit, data dir, initial env file). */
+export type EtcdNodeFacts = Pick<NodeFacts, 'node' | 'units' | 'paths' | 'etcdDataDir'>;
+
+export function parseEtcdNodeProbe(node: string, spec: Pick<ResolvedEtcd, 'dataDir' | 'initialEnvFile' | 'unit'>, stdout: string): EtcdNodeFacts {
+  const kv = new Map<string, string>();
+  for (const line of stdout.split('\n')) {
+    const i = line.indexOf('=');
+    if (i > 0) kv.set(line.slice(0, i), line.slice(i + 1).trim());
+  }
+  const dir = kv.get('datadir');
+  if (dir === undefined || !kv.has('wal') || !kv.has('initenv')) throw new NodeError('E_REMOTE', node, 'the etcd probe printed no answer', { hint: 'check that the node runs a POSIX sh with systemctl' });
+  if (dir === 'unreadable' || dir === 'other') {
+    throw new NodeError('E_REMOTE', node, `${spec.dataDir} is ${dir === 'other' ? 'not a directory' : 'not readable'}`, { hint: 'converge needs root on the node to see whether the etcd data dir holds data' });
+  }
+  const unit: UnitFact = {
+    unit: spec.unit,
+    loadState: kv.get('LoadState') ?? 'not-found',
+    activeState: kv.get('ActiveState') ?? 'inactive',
+    unitFileState: kv.get('UnitFileState') ?? '',
+    needDaemonReload: kv.get('NeedDaemonReload') === 'yes',
+  };
+  const env = kv.get('initenv') ?? '-';
+  const hasWal = kv.get('wal') === 'yes';
+  return {
+    node,
+    units: { [spec.unit]: unit },
+    paths: env === '-' ? { [spec.initialEnvFile]: { exists: false } } : { [spec.initialEnvFile]: { exists: true, type: 'file', owner: 'root', group: 'root', uid: 0, gid: 0, mode: '0644', size: 0, sha256: env } },
+    etcdDataDir: { path: spec.dataDir, exists: dir === 'dir', empty: !hasWal },
+  };
+}
+
+export async function gatherEtcdNodeFacts(t: Transport, spec: Pick<ResolvedEtcd, 'dataDir' | 'initialEnvFile' | 'unit'>, timeoutMs = 10_000): Promise<EtcdNodeFacts> {
+  const r = await t.exec(etcdNodeScript(spec), { timeoutMs });
+  if (r.code !== 0) throw new NodeError('E_REMOTE', t.node, `the etcd probe failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-1)[0] ?? ''}`);
+  return parseEtcdNodeProbe(t.node, spec, r.stdout.toString('utf8'));
+}
+
+/** The last lines of the unit's journal, for a report when a member does not come back. */
+export async function unitJournal(t: Transport, unit: string, lines = 20): Promise<string[]> {
+  const r = await t.exec(`journalctl -u ${shellQuote(unit)} -n ${lines} --no-pager -o short-iso 2>&1 || true`, { timeoutMs: 10_000 });
+  return r.stdout
+    .toString('utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '');
+}

@@ -1,0 +1,164 @@
+/**
+ * One reconcile pass: desired state → facts → plan → (apply → verify).
+ * A dry-run is the same pass stopped after the plan, so the plan printed is
+ * the plan applied. Every pass starts from facts, never from memory.
+ */
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { applyNodePlan, type ApplyProgress, type NodeApplyResult, type FileWriteAction } from '../apply/host.js';
+import { withNodes } from '../connect/ssh.js';
+import { ConvergeError, NodeError, StalePlanError } from '../errors/index.js';
+import { factsDigest } from '../facts/digest.js';
+import { probeRequestFor } from '../facts/request.js';
+import { gatherNodeFacts } from '../facts/gather.js';
+import type { EtcdFacts, NodeFacts } from '../facts/types.js';
+import type { DesiredFile, ResolvedNode } from '../model/types.js';
+import { buildPlan, planHasChanges, type NodeFactsOrError } from '../plan/plan.js';
+import type { NodePlan, Plan } from '../plan/types.js';
+import { asConvergeError, type Session } from './session.js';
+import { gatherEtcd, planEtcdSteps, applyEtcdSteps, type EtcdStepResult } from './etcd.js';
+
+export interface Gathered {
+  facts: Map<string, NodeFactsOrError>;
+  digest: string;
+  etcd: EtcdFacts | null;
+}
+
+/** Facts of every selected node (one probe each, in parallel) and of the etcd cluster. */
+export async function gather(s: Session): Promise<Gathered> {
+  const facts = new Map<string, NodeFactsOrError>();
+  for (const [name, e] of s.unreachable) facts.set(name, { error: e.message });
+  const reachable = s.nodes.filter((n) => s.transports.has(n.name));
+  const [outcomes, etcd] = await Promise.all([
+    withNodes(reachable, s.cfg.parallel, (n) => gatherNodeFacts(s.transports.get(n.name)!, probeRequestFor(n, s.state.etcd))),
+    gatherEtcd(s),
+  ]);
+  for (const o of outcomes) facts.set(o.node.name, o.ok ? o.value : { error: asConvergeError(o.node.name, o.error).message });
+  const good = [...facts.values()].filter((f): f is NodeFacts => 'paths' in f);
+  return { facts, digest: factsDigest(good), etcd };
+}
+
+export function computePlan(s: Session, g: Gathered, now: Date): Plan {
+  const hostOnly = buildPlan({ state: { ...s.state, nodes: s.nodes }, facts: g.facts, factsDigest: g.digest, now: now.toISOString() });
+  const steps = planEtcdSteps(s, g, hostOnly);
+  return { ...hostOnly, etcd: steps.actions, refusals: steps.refusals };
+}
+
+export function checkNotStale(saved: Plan, current: Plan): void {
+  if (saved.commit !== current.commit) {
+    throw new StalePlanError(`the saved plan is stale: it was made for ${saved.commit ?? 'no commit'}, the desired state is now ${current.commit ?? 'no commit'}`);
+  }
+  if (saved.factsDigest !== current.factsDigest) {
+    throw new StalePlanError('the saved plan is stale: the nodes changed since it was made (facts digest differs)');
+  }
+}
+
+/** Bytes for a file.write, from the desired state: text inline, artifacts and secrets from the bastion. */
+export function contentResolver(nodes: ResolvedNode[]): (node: string) => (a: FileWriteAction) => Promise<{ stream: Readable; size: number }> {
+  const files = new Map<string, DesiredFile>();
+  for (const n of nodes) for (const f of n.files) files.set(`${n.name}\0${f.path}`, f);
+  return (node) => async (a) => {
+    const c = files.get(`${node}\0${a.path}`)?.content;
+    if (!c) throw new NodeError('E_APPLY', node, `no content is declared for ${a.path}`);
+    if (c.kind === 'text') {
+      const b = Buffer.from(c.text, 'utf8');
+      return { stream: Readable.from([b]), size: b.length };
+    }
+    const st = await stat(c.localPath).catch(() => null);
+    if (!st) {
+      throw new ConvergeError('E_CONFIG', `${node}: ${c.kind} ${c.name} for ${a.path} is missing on this machine (${c.localPath})`, {
+        hint: c.kind === 'secret' ? 'check --secrets' : 'check --artifacts',
+      });
+    }
+    return { stream: createReadStream(c.localPath), size: st.size };
+  };
+}
+
+export interface ApplyReport {
+  plan: Plan;
+  nodes: NodeApplyResult[];
+  etcd: EtcdStepResult | null;
+  /** What was left to do when facts were gathered again after apply. */
+  verify: Plan | null;
+  ok: boolean;
+  errors: ConvergeError[];
+}
+
+export interface ApplyOptions {
+  onProgress?: (ev: ApplyProgress) => void;
+  log?: (line: string) => void;
+  signal?: AbortSignal;
+  now?: () => Date;
+}
+
+function slice(p: NodePlan, from: number, to: number): NodePlan {
+  return { ...p, actions: p.actions.slice(from, to) };
+}
+
+/**
+ * Apply a plan computed against `g` in this session: host actions on every
+ * node in parallel (removals held back), then the etcd steps one at a time,
+ * then the removals; then facts again — anything left to do is a failure.
+ */
+export async function applyPlan(s: Session, plan: Plan, g: Gathered, o: ApplyOptions = {}): Promise<ApplyReport> {
+  const now = o.now ?? (() => new Date());
+  const errors: ConvergeError[] = [];
+  for (const r of plan.refusals) errors.push(new ConvergeError('E_ETCD_UNSAFE', r.message, { hint: r.hint }));
+  if (errors.length) return { plan, nodes: [], etcd: null, verify: null, ok: false, errors };
+
+  const content = contentResolver(s.nodes);
+  const byName = new Map(s.nodes.map((n) => [n.name, n]));
+  const results = new Map<string, NodeApplyResult>();
+  const runPhase = async (part: (p: NodePlan) => NodePlan): Promise<void> => {
+    const todo = plan.nodes.filter((p) => p.reachable && (!results.has(p.node) || results.get(p.node)!.ok));
+    const outcomes = await withNodes(todo, s.cfg.parallel, async (p) => {
+      const t = s.transports.get(p.node);
+      const node = byName.get(p.node);
+      const facts = g.facts.get(p.node);
+      if (!t || !node || !facts || !('paths' in facts)) throw new NodeError('E_CONNECT', p.node, 'no connection or facts for this node in this pass');
+      return applyNodePlan(t, part(p), content(p.node), {
+        commit: plan.commit,
+        ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+        ...(o.signal ? { signal: o.signal } : {}),
+        inventory: { node, facts, now },
+      });
+    });
+    for (const out of outcomes) {
+      const prev = results.get(out.node.node);
+      if (!out.ok) {
+        results.set(out.node.node, { node: out.node.node, ok: false, outcomes: [], performed: [], execs: 0, durationMs: 0, error: new NodeError('E_APPLY', out.node.node, asConvergeError(out.node.node, out.error).message) });
+        continue;
+      }
+      const r = out.value;
+      results.set(out.node.node, prev ? { ...r, outcomes: [...prev.outcomes, ...r.outcomes], performed: [...prev.performed, ...r.performed], execs: prev.execs + r.execs, durationMs: prev.durationMs + r.durationMs } : r);
+    }
+  };
+
+  await runPhase((p) => slice(p, 0, p.firstRemoval ?? p.actions.length));
+  let etcd: EtcdStepResult | null = null;
+  const hostFailed = [...results.values()].some((r) => !r.ok);
+  if (plan.etcd.length > 0) {
+    if (hostFailed) {
+      errors.push(new ConvergeError('E_APPLY', 'etcd steps not started: host changes failed on some node', { hint: 'fix the node errors above and apply again' }));
+    } else {
+      etcd = await applyEtcdSteps(s, plan, g, o);
+      if (!etcd.ok && etcd.error) errors.push(etcd.error);
+    }
+  }
+  if (!etcd || etcd.ok) await runPhase((p) => slice(p, p.firstRemoval ?? p.actions.length, p.actions.length));
+
+  for (const r of results.values()) if (!r.ok && r.error) errors.push(r.error);
+  for (const p of plan.nodes) if (!p.reachable) errors.push(new NodeError('E_CONNECT', p.node, p.error ?? 'unreachable'));
+  for (const p of plan.nodes) for (const r of p.refusals ?? []) errors.push(new NodeError('E_APPLY', p.node, r.message, { hint: r.hint }));
+
+  let verify: Plan | null = null;
+  if (errors.length === 0) {
+    const again = await gather(s);
+    verify = computePlan(s, again, now());
+    if (planHasChanges(verify)) {
+      errors.push(new ConvergeError('E_APPLY', 'the nodes still differ from the desired state after apply', { hint: 'see the remaining plan below; something on the node undoes converge\'s changes' }));
+    }
+  }
+  return { plan, nodes: [...results.values()], etcd, verify, ok: errors.length === 0, errors };
+}

@@ -43,7 +43,7 @@ function run(label: string, args: string[]): void {
 }
 
 const only = process.argv[2];
-if (!only || only === 'unit') run('unit tests', ['test/unit']);
+if (!only || only === 'unit') run('unit tests', ['test/unit', '\\.test\\.ts$']);
 if (!only || only === 'lab') {
   for (const file of suites('test/lab').sort((a, b) => labRank(a) - labRank(b))) run(`lab: ${file}`, ['test/lab', `^${file.replace(/\./g, '\\.')}$`]);
 }

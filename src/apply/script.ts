@@ -131,7 +131,7 @@ put() {
     rm -f -- "$bt"
     linked=
     if ln -- "$t" "$bt" 2>/dev/null; then linked=1
-    else cp -- "$t" "$bt" && sync -- "$bt" || { rm -f -- "$bt"; die 'cannot back up the current content'; }
+    else cp -- "$t" "$bt" && chmod 0600 -- "$bt" && sync -- "$bt" || { rm -f -- "$bt"; die 'cannot back up the current content'; }
     fi
     bk=$(sum "$bt")
     if [ -e "$b/$bk" ]; then rm -f -- "$bt"
@@ -245,7 +245,7 @@ function stepBody(index: number, a: Exclude<HostAction, { type: 'file.write' }>)
       return [`groupadd ${opts.join(' ')}${opts.length ? ' ' : ''}-- ${q(checkName(a.name, 'group'))}`];
     }
     case 'group.remove':
-      return [`groupdel -- ${q(checkName(a.name, 'group'))}`];
+      return [`n=${q(checkName(a.name, 'group'))}`, 'getent group "$n" >/dev/null || exit 0', 'groupdel -- "$n"'];
     case 'user.create': {
       const opts = [
         a.system ? '--system --no-create-home' : '--create-home',
@@ -274,7 +274,16 @@ function stepBody(index: number, a: Exclude<HostAction, { type: 'file.write' }>)
       return [`usermod ${opts.join(' ')} -- ${q(checkName(a.name, 'user'))}`];
     }
     case 'user.remove':
-      return [`userdel -- ${q(checkName(a.name, 'user'))}`];
+      return [
+        `n=${q(checkName(a.name, 'user'))}`,
+        'getent passwd "$n" >/dev/null || exit 0',
+        'g=$(getent group "$n") || g=',
+        'userdel -- "$n" || exit 1',
+        // userdel also deletes the group of the same name (USERGROUPS_ENAB); that group is a resource of its own: put it back as it was
+        'if [ -n "$g" ] && ! getent group "$n" >/dev/null; then',
+        '  groupadd --gid "$(printf %s "$g" | cut -d: -f3)" -- "$n" || die "userdel removed the group $n and it could not be put back"',
+        'fi',
+      ];
     case 'dir.create': {
       const p = q(checkPath(a.path));
       const lines = [

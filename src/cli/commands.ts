@@ -4,7 +4,7 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
-import { ConfigError, ConvergeError, UsageError } from '../errors/index.js';
+import { ConfigError, ConvergeError, UsageError, formatDiagnostic } from '../errors/index.js';
 import { fsSource } from '../model/index.js';
 import { detectRepo, openSource } from '../source/git.js';
 import { openSession, type DesiredSource, type PassConfig, type Session } from '../reconcile/session.js';
@@ -18,7 +18,6 @@ import { validateCommand } from './validate.js';
 import { labCommand, type LabSubcommand } from './lab.js';
 import { EXIT } from './exit.js';
 import { Progress } from './progress.js';
-import { formatDiagnostic } from '../errors/index.js';
 
 type Flags = Record<string, unknown>;
 type Out = (s: string) => void;
@@ -33,6 +32,7 @@ export function passConfig(c: Config, flags: Flags): PassConfig {
     commandTimeoutMs: c.commandTimeoutMs,
     ...(c.secretsDir ? { secretsDir: c.secretsDir } : {}),
     ...(c.artifactsDir ? { artifactsDir: c.artifactsDir } : {}),
+    ...(c.etcdCa && c.etcdCert && c.etcdKey ? { etcdTls: { caFile: c.etcdCa, certFile: c.etcdCert, keyFile: c.etcdKey } } : {}),
   };
 }
 
@@ -92,19 +92,12 @@ async function withSession<T>(flags: Flags, fn: (s: Session, c: Config) => Promi
 
 export async function validate(flags: Flags, out: Out): Promise<number> {
   const { config } = resolveConfig(flags);
-  let root = config.desiredState;
+  const json = flags['json'] === true;
   if (config.repo) {
     const d = await openDesired(config);
-    root = d.files.root;
-    if (d.commit) {
-      const { validateDesiredState } = await import('../model/index.js');
-      const r = await validateDesiredState(d.files, { commit: d.commit });
-      for (const diag of r.diagnostics) out(formatDiagnostic(diag) + '\n');
-      out(r.state ? `valid: commit ${d.commit}\n` : `invalid: commit ${d.commit}\n`);
-      return r.state ? EXIT.ok : EXIT.error;
-    }
+    return validateCommand({ root: d.files, commit: d.commit, json, out });
   }
-  return validateCommand({ root, json: flags['json'] === true, out });
+  return validateCommand({ root: config.desiredState, json, out });
 }
 
 export async function plan(flags: Flags, out: Out): Promise<number> {

@@ -9,13 +9,12 @@
  * is taken from the leader when it answers, since 3.4 serves it from the
  * answering member's local view.
  */
-import { createHash } from 'node:crypto';
 import type { Etcd3, IMember, IMemberListResponse, IStatusResponse } from 'etcd3';
 import { withMemberClients, etcdErrorText, type EtcdTls, type MemberClients } from '../connect/etcd.js';
 import { shellQuote, type Transport } from '../connect/transport.js';
 import { NodeError } from '../errors/index.js';
-import type { ResolvedEtcd } from '../model/types.js';
-import type { EtcdFacts, EtcdMemberFact, EtcdMemberStatus, NodeFacts, UnitFact } from './types.js';
+import type { ResolvedEtcd, ResolvedNode } from '../model/types.js';
+import type { EtcdFacts, EtcdMemberFact, EtcdMemberStatus, NodeFacts, PathFact, UnitFact } from './types.js';
 
 export interface GatherEtcdOptions {
   /** Deadline of each call. Default 2000 ms. */
@@ -151,41 +150,50 @@ export async function gatherEtcdFacts(spec: ResolvedEtcd, tls: EtcdTls, opts: Ga
 
 // ---- etcd on one node --------------------------------------------------------
 
-/** The text converge writes to the initial env file; its digest tells an unfinished bootstrap. */
-export function initialEnvText(initialCluster: string, state: 'new' | 'existing'): string {
-  return `# Written by converge when this member was ${state === 'new' ? 'bootstrapped' : 'added'}; read only while the data dir is empty.\nETCD_INITIAL_CLUSTER=${initialCluster}\nETCD_INITIAL_CLUSTER_STATE=${state}\n`;
-}
+type EtcdNodeSpec = Pick<ResolvedEtcd, 'dataDir' | 'initialEnvFile' | 'unit'>;
 
-export function sha256Hex(text: string): string {
-  return createHash('sha256').update(text).digest('hex');
+/** Files on a node whose change restarts the etcd unit. */
+export function etcdRestartPaths(node: Pick<ResolvedNode, 'files'>, spec: Pick<ResolvedEtcd, 'unit'>): string[] {
+  return node.files.filter((f) => f.ensure === 'present' && f.restarts.includes(spec.unit)).map((f) => f.path);
 }
 
 /**
  * One sh script that reports the etcd unit, whether the data dir holds a
  * write-ahead log (a member's real state: a failed start leaves member/snap/db
- * behind but no WAL), and the digest of the initial env file.
+ * behind but no WAL), the digest of the initial env file, and which of
+ * `watch` changed after the running etcd started (restarts still owed).
+ * Times are compared on the node's own clock: the unit's start is
+ * ExecMainStartTimestampMonotonic turned into epoch seconds via /proc/uptime.
  */
-export function etcdNodeScript(spec: Pick<ResolvedEtcd, 'dataDir' | 'initialEnvFile' | 'unit'>): string {
-  const d = shellQuote(spec.dataDir);
-  const f = shellQuote(spec.initialEnvFile);
+export function etcdNodeScript(spec: EtcdNodeSpec, watch: readonly string[] = []): string {
   return [
     'set -u',
-    `d=${d}; f=${f}`,
+    `d=${shellQuote(spec.dataDir)}; f=${shellQuote(spec.initialEnvFile)}; u=${shellQuote(spec.unit)}`,
     'if [ -d "$d" ]; then if [ -r "$d" ] && [ -x "$d" ]; then echo "datadir=dir"; else echo "datadir=unreadable"; fi; elif [ -e "$d" ]; then echo "datadir=other"; else echo "datadir=missing"; fi',
     'if ls "$d"/member/wal/*.wal >/dev/null 2>&1; then echo "wal=yes"; else echo "wal=no"; fi',
-    'if [ -f "$f" ]; then echo "initenv=$(sha256sum < "$f" | cut -d" " -f1)"; else echo "initenv=-"; fi',
-    `systemctl show -p LoadState -p ActiveState -p UnitFileState -p NeedDaemonReload -- ${shellQuote(spec.unit)} 2>/dev/null || true`,
+    'if [ -f "$f" ]; then echo "initenv=$(sha256sum < "$f" | cut -d" " -f1) $(stat -c \'%U %G %u %g %a %s\' -- "$f")"; else echo "initenv=-"; fi',
+    'systemctl show -p LoadState -p ActiveState -p UnitFileState -p NeedDaemonReload -p ExecMainStartTimestampMonotonic -- "$u" 2>/dev/null || true',
+    'echo "now=$(date +%s.%N) $(cut -d" " -f1 /proc/uptime)"',
+    ...watch.map((p) => `m=$(stat -c %.9Y -- ${shellQuote(p)} 2>/dev/null) && printf 'mtime=%s %s\\n' "$m" ${shellQuote(p)}`),
+    'true',
   ].join('\n');
 }
 
-/** The NodeFacts fields the etcd planner reads (unit, data dir, initial env file). */
-export type EtcdNodeFacts = Pick<NodeFacts, 'node' | 'units' | 'paths' | 'etcdDataDir'>;
+/** The NodeFacts fields the etcd planner reads (unit, data dir, initial env file, restarts owed). */
+export type EtcdNodeFacts = Pick<NodeFacts, 'node' | 'units' | 'paths' | 'etcdDataDir' | 'etcdRestartPending'>;
 
-export function parseEtcdNodeProbe(node: string, spec: Pick<ResolvedEtcd, 'dataDir' | 'initialEnvFile' | 'unit'>, stdout: string): EtcdNodeFacts {
+export function parseEtcdNodeProbe(node: string, spec: EtcdNodeSpec, stdout: string): EtcdNodeFacts {
   const kv = new Map<string, string>();
+  const mtimes: [number, string][] = [];
   for (const line of stdout.split('\n')) {
     const i = line.indexOf('=');
-    if (i > 0) kv.set(line.slice(0, i), line.slice(i + 1).trim());
+    if (i <= 0) continue;
+    const key = line.slice(0, i);
+    const value = line.slice(i + 1);
+    if (key === 'mtime') {
+      const sp = value.indexOf(' ');
+      if (sp > 0) mtimes.push([Number(value.slice(0, sp)), value.slice(sp + 1)]);
+    } else kv.set(key, value.trim());
   }
   const dir = kv.get('datadir');
   if (dir === undefined || !kv.has('wal') || !kv.has('initenv')) throw new NodeError('E_REMOTE', node, 'the etcd probe printed no answer', { hint: 'check that the node runs a POSIX sh with systemctl' });
@@ -199,18 +207,35 @@ export function parseEtcdNodeProbe(node: string, spec: Pick<ResolvedEtcd, 'dataD
     unitFileState: kv.get('UnitFileState') ?? '',
     needDaemonReload: kv.get('NeedDaemonReload') === 'yes',
   };
-  const env = kv.get('initenv') ?? '-';
-  const hasWal = kv.get('wal') === 'yes';
-  return {
+  const [sha256, owner, group, uid, gid, mode, size] = (kv.get('initenv') ?? '-').split(' ');
+  const env: PathFact =
+    sha256 === '-' || sha256 === undefined
+      ? { exists: false }
+      : { exists: true, type: 'file', owner: owner ?? '', group: group ?? '', uid: Number(uid), gid: Number(gid), mode: (mode ?? '').padStart(4, '0'), size: Number(size), sha256 };
+  const facts: EtcdNodeFacts = {
     node,
     units: { [spec.unit]: unit },
-    paths: env === '-' ? { [spec.initialEnvFile]: { exists: false } } : { [spec.initialEnvFile]: { exists: true, type: 'file', owner: 'root', group: 'root', uid: 0, gid: 0, mode: '0644', size: 0, sha256: env } },
-    etcdDataDir: { path: spec.dataDir, exists: dir === 'dir', empty: !hasWal },
+    paths: { [spec.initialEnvFile]: env },
+    etcdDataDir: { path: spec.dataDir, exists: dir === 'dir', empty: kv.get('wal') !== 'yes' },
   };
+  const started = unitStartedAt(kv);
+  if (started !== null && unit.activeState === 'active') {
+    const pending = mtimes.filter(([t]) => Number.isFinite(t) && t > started).map(([, p]) => p);
+    if (pending.length > 0) facts.etcdRestartPending = pending.sort();
+  }
+  return facts;
 }
 
-export async function gatherEtcdNodeFacts(t: Transport, spec: Pick<ResolvedEtcd, 'dataDir' | 'initialEnvFile' | 'unit'>, timeoutMs = 10_000): Promise<EtcdNodeFacts> {
-  const r = await t.exec(etcdNodeScript(spec), { timeoutMs });
+/** Epoch seconds at which the unit's main process started, or null when it is not running. */
+function unitStartedAt(kv: Map<string, string>): number | null {
+  const mono = Number(kv.get('ExecMainStartTimestampMonotonic') ?? '0');
+  const [now, uptime] = (kv.get('now') ?? '').split(' ').map(Number);
+  if (!mono || now === undefined || uptime === undefined || !Number.isFinite(now) || !Number.isFinite(uptime)) return null;
+  return now - uptime + mono / 1e6;
+}
+
+export async function gatherEtcdNodeFacts(t: Transport, spec: EtcdNodeSpec, watch: readonly string[] = [], timeoutMs = 10_000): Promise<EtcdNodeFacts> {
+  const r = await t.exec(etcdNodeScript(spec, watch), { timeoutMs });
   if (r.code !== 0) throw new NodeError('E_REMOTE', t.node, `the etcd probe failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-1)[0] ?? ''}`);
   return parseEtcdNodeProbe(t.node, spec, r.stdout.toString('utf8'));
 }

@@ -44,14 +44,14 @@ function pathType(y: string): 'file' | 'dir' | 'symlink' | 'other' {
 
 const int = (s: string): number | null => (/^\d+$/.test(s) ? Number(s) : null);
 
-function parseInventory(node: string, b64: string): Inventory {
+function parseInventory(node: string, json: string): Inventory {
   const bad = (why: string) =>
     new NodeError('E_REMOTE', node, `converge's inventory on the node is unreadable: ${why}`, {
       hint: 'inspect /var/lib/converge/inventory.json on the node; remove it to make converge treat every path as adopted (nothing will be pruned), or restore it from its backup',
     });
   let v: unknown;
   try {
-    v = JSON.parse(Buffer.from(b64, 'base64').toString('utf8'));
+    v = JSON.parse(json);
   } catch (e) {
     throw bad((e as Error).message);
   }
@@ -238,10 +238,8 @@ export function parseProbeOutput(request: ProbeRequest, stdout: Buffer): NodeFac
         });
         break;
       case '@S':
-        section('S', statRecord);
-        break;
-      case '@H':
-        section('H', () => {
+        section('S', () => {
+          if (t.peek()!.startsWith('/')) return statRecord();
           const m = /^([0-9a-f]{64}) [ *](.*)$/s.exec(t.text()!);
           if (!m) throw malformed(node, 'bad sha256sum record');
           hashes.set(m[2]!, m[1]!);
@@ -258,10 +256,10 @@ export function parseProbeOutput(request: ProbeRequest, stdout: Buffer): NodeFac
         break;
       }
       case 'P':
-        passwd = t.text() ?? '';
+        passwd += t.text() ?? '';
         break;
       case 'G':
-        group = t.text() ?? '';
+        group += t.text() ?? '';
         break;
       case 'I': {
         const user = t.text();

@@ -4,8 +4,13 @@
  * on stdin, one base64 value per line, and reaches the tools as arguments
  * through xargs -0: no value from the desired state is ever part of the
  * script text. The output is a stream of NUL-terminated tokens (see
- * parse.ts). Needs GNU coreutils and findutils (find -printf, sha256sum -z,
- * sort -z, comm -z, cut -z, base64 -w0), getent, id, awk and systemctl.
+ * parse.ts). Needs GNU findutils (find -printf) and coreutils (sha256sum -z,
+ * base64 -w0), mawk or gawk, getent, id and systemctl.
+ *
+ * Every process costs a fork and an exec (several ms on a small VM), and the
+ * probe runs on every pass, so the script starts as few as it can: one awk
+ * reads the request, the managed-paths list and the inventory; one find
+ * stats and hashes every path.
  */
 import { shellQuote } from '../connect/transport.js';
 
@@ -73,13 +78,10 @@ export function encodeRequest(r: ProbeRequest): Buffer {
     checkPath(d, 'directory');
     add('d', d);
   }
-  for (const u of r.users) {
-    checkValue(u, 'user name');
-    add('u', u);
-  }
-  for (const g of r.groups) {
-    checkValue(g, 'group name');
-    add('g', g);
+  // one list for both lookups: getent is cheap, a process is not; the parser keeps what was asked
+  for (const name of new Set([...r.users, ...r.groups])) {
+    checkValue(name, 'account name');
+    add('a', name);
   }
   for (const n of r.units) {
     checkValue(n, 'unit name');
@@ -90,18 +92,17 @@ export function encodeRequest(r: ProbeRequest): Buffer {
 }
 
 /**
- * Decodes base64 lines into NUL-terminated values, one file per tag. With
- * `tag` set, every line is a bare base64 value (the managed-paths file);
- * only absolute paths are kept, and they are also printed as the @M section.
- * Otherwise lines are "TAG BASE64" and a final "." line must be present.
- * Values with a NUL byte are refused.
+ * Reads, in one process: the request on stdin ("TAG BASE64" lines ended by a
+ * "." line; values go NUL-terminated into one file per tag), then the
+ * operands after `mode=managed` (bare base64 lines: absolute paths are added
+ * to the paths to stat and printed as the @M section) and `mode=inventory`
+ * (printed as the V token). Values with a NUL byte are refused.
  */
-const DECODE_AWK = String.raw`
+const READ_AWK = String.raw`
 BEGIN {
   b = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
   for (i = 0; i < 64; i++) v[substr(b, i + 1, 1)] = i
   re = "^([A-Za-z0-9+/][A-Za-z0-9+/][A-Za-z0-9+/][A-Za-z0-9+/])*([A-Za-z0-9+/][A-Za-z0-9+/][A-Za-z0-9+/=]=)?$"
-  if (tag != "") printf "@M%c", 0
 }
 function dec(s,   n, i, c3, c4, x, out, k) {
   out = ""; n = length(s)
@@ -114,36 +115,55 @@ function dec(s,   n, i, c3, c4, x, out, k) {
   }
   return out
 }
-tag != "" {
-  if (NF == 1 && $1 ~ re) { s = dec($1); if (substr(s, 1, 1) == "/") { printf "%s%c", s, 0 > tag; printf "%s%c", s, 0 } }
+function close_section() {
+  if (open == "managed") printf "@.%c", 0
+  else if (open == "inventory") printf "%c", 0
+  open = ""
+}
+mode == "" && NF == 1 && $1 == "." { done = 1; next }
+mode == "" && NF == 2 && $1 ~ /^[pwdan]$/ && $2 ~ re { s = dec($2); if (s == "") bad = 1; else printf "%s%c", s, 0 > $1; next }
+mode == "" { bad = 1; next }
+mode == "managed" {
+  if (FNR == 1) { close_section(); printf "@M%c", 0; open = mode }
+  if (NF == 1 && $1 ~ re) { s = dec($1); if (substr(s, 1, 1) == "/") { printf "%s%c", s, 0 > "p"; printf "%s%c", s, 0 } }
   next
 }
-NF == 1 && $1 == "." { done = 1; next }
-NF == 2 && $1 ~ /^[pwdugn]$/ && $2 ~ re { s = dec($2); if (s == "") bad = 1; else printf "%s%c", s, 0 > $1; next }
-{ bad = 1 }
-END {
-  if (tag != "") printf "@.%c", 0
-  else if (bad || !done) exit 3
+mode == "inventory" {
+  if (FNR == 1) { close_section(); printf "V%c", 0; open = mode }
+  print
 }
+END {
+  close_section()
+  if (bad || !done) exit 3
+}
+`;
+
+/**
+ * Reads the find output (stat records and sha256sum records) and the wanted
+ * text digests, NUL-separated; copies the former to stdout and writes to
+ * file c the paths whose wanted "sha256  path" record was not found.
+ */
+const CHANGED_AWK = String.raw`
+BEGIN { RS = "\0" }
+FILENAME == "o" { printf "%s%c", $0, 0; seen[$0] = 1; next }
+!($0 in seen) { printf "%s%c", substr($0, 67), 0 > "c" }
 `;
 
 /**
  * Output tokens (each NUL-terminated):
  *   header: PROBE_FORMAT
  *   @M path… @.            managed paths listed on the node
- *   V base64               inventory.json
+ *   V json                 inventory.json
  *   @L (dir path type user group uid gid mode size target)… @.   entries of listed directories
- *   @S (path type user group uid gid mode size target)… @.       requested and managed paths
- *   @H "sha256  path"… @.   (sha256sum -z records)
+ *   @S … @.                records (path type user group uid gid mode size target) and
+ *                          "sha256  path" (sha256sum -z), in any order
  *   T path base64          current content of a changed small text file
  *   P text                 getent passwd output
- *   I user text            id -Gn output, per requested user
  *   G text                 getent group output
+ *   I user text            id -Gn output, per user found
  *   U text                 systemctl show output
  *   X step code stderr     a step failed
  *   Z                      end
- * Every tool writes straight to stdout where it can: each process costs a
- * fork, and the probe runs on every pass.
  */
 const SCRIPT_BODY = String.raw`
 export LC_ALL=C
@@ -152,49 +172,40 @@ umask 077
 T=$(mktemp -d) || exit 90
 trap 'cd /; rm -rf "$T"' EXIT
 cd "$T" || exit 90
-: > p; : > w; : > d; : > u; : > g; : > n; : > m
+: > p; : > w; : > d; : > a; : > n; : > c; : > e
 fail() { printf 'X\0%s\0%s\0' "$1" "$2"; head -c 4000 e; printf '\0'; }
-awk "$DECODE" || { echo 'converge probe: malformed or truncated request on stdin' >&2; exit 91; }
 printf '%s\0' "$FORMAT"
-if [ -f "$ST/managed-paths" ]; then
-  awk -v tag=m "$DECODE" "$ST/managed-paths" 2>e || fail managed-paths $?
-fi
-if [ -f "$ST/inventory.json" ]; then
-  printf 'V\0'; base64 -w0 < "$ST/inventory.json" 2>e; r=$?; printf '\0'
-  [ "$r" -eq 0 ] || fail inventory "$r"
-fi
+set -- -
+[ -f "$ST/managed-paths" ] && set -- "$@" mode=managed "$ST/managed-paths"
+[ -f "$ST/inventory.json" ] && set -- "$@" mode=inventory "$ST/inventory.json"
+awk "$READ" "$@" || { echo 'converge probe: malformed or truncated request on stdin, or unreadable state files' >&2; exit 91; }
 F='%y\0%u\0%g\0%U\0%G\0%m\0%s\0%l\0'
 if [ -s d ]; then
   printf '@L\0'
   xargs -0 sh -c 'exec find -P "$@" -mindepth 1 -printf "%H\0%p\0$0"' "$F" < d 2>/dev/null
   printf '@.\0'
 fi
+xargs -0 -r sh -c 'exec find -P "$@" -maxdepth 0 -printf "%p\0$0" -type f -exec sha256sum -z -- {} +' "$F" < p > o 2>/dev/null
 printf '@S\0'
-cat m >> p
-xargs -0 -r sh -c 'exec find -P "$@" -maxdepth 0 -printf "%p\0$0"' "$F" < p 2>/dev/null
+awk "$CHANGED" o w || exit 92
 printf '@.\0'
-xargs -0 -r sh -c 'exec find -P "$@" -maxdepth 0 -type f -print0' sh < p 2>/dev/null | xargs -0 -r sha256sum -z -- > h 2>e || fail sha256sum $?
-printf '@H\0'; cat h; printf '@.\0'
-if [ -s w ]; then
-  sort -z h > hs; sort -z w > ws
-  comm -z -13 hs ws | cut -z -c 67- | xargs -0 -r sh -c '
+if [ -s c ]; then
+  xargs -0 sh -c '
     for f do
       [ -f "$f" ] && [ ! -h "$f" ] || continue
       s=$(wc -c < "$f") || continue
       [ "$s" -le "$0" ] || continue
       printf "T\0%s\0" "$f"; base64 -w0 < "$f"; printf "\0"
-    done' "$MAXTEXT"
+    done' "$MAXTEXT" < c
 fi
-if [ -s u ]; then
-  printf 'P\0'
-  xargs -0 sh -c 'getent passwd "$@"; r=$?; [ "$r" -eq 2 ] && exit 0; exit "$r"' sh < u 2>e; r=$?; printf '\0'
-  [ "$r" -eq 0 ] || fail getent-passwd "$r"
-  xargs -0 sh -c 'for u do printf "I\0%s\0" "$u"; id -Gn -- "$u" 2>/dev/null; printf "\0"; done' sh < u
-fi
-if [ -s g ]; then
-  printf 'G\0'
-  xargs -0 sh -c 'getent group "$@"; r=$?; [ "$r" -eq 2 ] && exit 0; exit "$r"' sh < g 2>e; r=$?; printf '\0'
-  [ "$r" -eq 0 ] || fail getent-group "$r"
+if [ -s a ]; then
+  xargs -0 sh -c '
+    getent passwd -- "$@" > pw; r=$?
+    printf "P\0"; while IFS= read -r l; do printf "%s\n" "$l"; done < pw; printf "\0"
+    printf "G\0"; getent group -- "$@"; s=$?; printf "\0"
+    while IFS=: read -r u x; do printf "I\0%s\0" "$u"; id -Gn -- "$u" 2>/dev/null; printf "\0"; done < pw
+    [ "$r" -eq 0 ] || [ "$r" -eq 2 ] || exit "$r"
+    [ "$s" -eq 0 ] || [ "$s" -eq 2 ] || exit "$s"' sh < a 2>e || fail getent $?
 fi
 if [ -s n ]; then
   printf 'U\0'
@@ -217,7 +228,8 @@ export interface Probe {
 export function buildProbe(request: ProbeRequest): Probe {
   checkPath(request.stateDir, 'state dir');
   const script = [
-    `DECODE=${shellQuote(DECODE_AWK)}`,
+    `READ=${shellQuote(READ_AWK)}`,
+    `CHANGED=${shellQuote(CHANGED_AWK)}`,
     `FORMAT=${shellQuote(PROBE_FORMAT)}`,
     `ST=${shellQuote(request.stateDir)}`,
     `MAXTEXT=${MAX_TEXT_BYTES}`,

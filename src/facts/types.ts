@@ -77,7 +77,11 @@ export interface InventoryEntry {
 export interface EtcdDataDirFact {
   path: string;
   exists: boolean;
-  /** true when missing or holding no member/ directory. */
+  /**
+   * true when missing or holding no write-ahead log (member/wal/): a start
+   * that failed early leaves member/snap/db behind but no WAL, and is not a
+   * member's state.
+   */
   empty: boolean;
 }
 
@@ -91,6 +95,13 @@ export interface NodeFacts {
   dirListings: Record<string, string[]>;
   inventory: Inventory | null;
   etcdDataDir?: EtcdDataDirFact;
+  /**
+   * Files that list the etcd unit in `restarts` and changed after the running
+   * etcd started (mtime later than the unit's ExecMainStartTimestamp): a
+   * restart that is still owed, e.g. after a rollout halted half-way. Level
+   * based, so the next pass finishes what an interrupted one began.
+   */
+  etcdRestartPending?: string[];
 }
 
 /** Facts of the etcd cluster, through its API. Member IDs are decimal strings. */

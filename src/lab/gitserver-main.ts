@@ -42,6 +42,10 @@ function log(req: IncomingMessage, status: number): void {
 }
 
 function handle(req: IncomingMessage, res: ServerResponse): void {
+  // Node 20 clients keep connections alive by default; one reused just as the
+  // server's idle timeout closes it fails with "socket hang up". One request
+  // per connection avoids that race (the cost on 127.0.0.1 is nil).
+  res.shouldKeepAlive = false;
   if (!authorized(req)) {
     res.writeHead(401, { 'WWW-Authenticate': 'Basic realm="converge lab"', 'Content-Type': 'text/plain' });
     res.end('authentication required\n');

@@ -10,7 +10,7 @@ import { resolveDesiredState, type ResolveOptions, type ResolveResult } from './
 export type { FileSource } from './source.js';
 export type { ResolveOptions, ResolveResult } from './resolve.js';
 export { fsSource, memorySource } from './source.js';
-export { DEFAULTS } from './resolve.js';
+export { DEFAULTS } from './defaults.js';
 export { PAYLOAD_FOLDERS, isDocumentFile } from './load.js';
 export { LIMITS } from './yaml-file.js';
 export { KINDS, API_VERSION, type Kind } from './schema.js';

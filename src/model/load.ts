@@ -131,3 +131,11 @@ export async function loadDocuments(source: FileSource): Promise<LoadResult> {
   }
   return { docs, diagnostics, files };
 }
+
+export type Spec<D> = D extends { spec: infer S } ? S : never;
+export const specOf = <D>(d: LoadedDocument): Spec<D> => (d.value as { spec: Spec<D> }).spec;
+export const labelsOf = (d: LoadedDocument): Record<string, string> =>
+  ((d.value as { metadata: { labels?: Record<string, string> } }).metadata.labels ?? {}) as Record<string, string>;
+export const idOf = (d: LoadedDocument): string => `${d.kind}/${d.name ?? '?'}`;
+/** Resources are ordered by name in code-unit order (never locale order), so plans are deterministic. */
+export const byName = <T extends { name: string }>(a: T, b: T): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);

@@ -5,38 +5,25 @@
  * (an owner that exists, a path managed twice, a template variable with no
  * value on that node). Every problem becomes a Diagnostic; none throws.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Diagnostic } from '../errors/index.js';
-import type {
-  ContentRef,
-  DesiredDirectory,
-  DesiredFile,
-  DesiredGroup,
-  DesiredService,
-  DesiredUser,
-  EtcdMemberSpec,
-  Policy,
-  ResolvedEtcd,
-  ResolvedNode,
-  ResolvedState,
-  SourceRef,
-} from './types.js';
+import type { ContentRef, DesiredDirectory, DesiredFile, DesiredGroup, DesiredService, DesiredUser, Policy, ResolvedNode, ResolvedState, SourceRef } from './types.js';
 import type { DirectoryDocument } from './generated/directory.js';
-import type { EtcdClusterDocument } from './generated/etcdcluster.js';
 import type { FileDocument } from './generated/file.js';
 import type { GroupDocument } from './generated/group.js';
 import type { NodeDocument } from './generated/node.js';
 import type { ServiceDocument } from './generated/service.js';
 import type { UserDocument } from './generated/user.js';
 import type { NodeSelector } from './generated/defs.js';
-import { isDocumentFile, loadDocuments, where, type LoadedDocument } from './load.js';
+import type { Diagnostic } from '../errors/index.js';
+import { Collector, fmt } from './collector.js';
+import { DEFAULTS } from './defaults.js';
+import { hashFile, hashSecret, sha256Text } from './digest.js';
+import { resolveEtcd } from './etcd.js';
+import { byName, idOf, isDocumentFile, labelsOf, loadDocuments, specOf, where, type LoadedDocument } from './load.js';
 import type { FileSource } from './source.js';
 import { fieldName, type Kind } from './schema.js';
 import { absolutePathProblem, repoPathProblem, SECRET_NAME } from './paths.js';
-import { parseTemplate, renderTemplate, type EtcdTemplateValues, type ParsedTemplate, type TemplateContext } from './template.js';
+import { parseTemplate, renderTemplate, type ParsedTemplate, type TemplateContext } from './template.js';
 
 export interface ResolveOptions {
   /** Bastion folder holding the artifacts (binaries pinned by sha256). Absent: pins are not checked. */
@@ -54,83 +41,13 @@ export interface ResolveResult {
   diagnostics: Diagnostic[];
 }
 
-/** The defaults the schemas document (a unit test keeps both in step). */
-export const DEFAULTS = {
-  policy: 'enforce' as Policy,
-  ensure: 'present' as 'present' | 'absent',
-  prune: true,
-  owner: 'root',
-  group: 'root',
-  fileMode: '0644',
-  directoryMode: '0755',
-  payloadFileMode: '0644',
-  shell: '/usr/sbin/nologin',
-  sshUser: 'root',
-  sshPort: 22,
-  clientPort: 2379,
-  peerPort: 2380,
-  dataDir: '/var/lib/etcd',
-  initialEnvFile: '/etc/etcd/etcd-initial.env',
-  healthTimeoutSeconds: 60,
-  learnerTimeoutSeconds: 120,
-} as const;
-
 /** Largest text payload (source file, template, payload file) carried inline in the plan. */
 const MAX_TEXT_BYTES = 4 * 1024 * 1024;
-/** Largest secret read into memory. */
-const MAX_SECRET_BYTES = 16 * 1024 * 1024;
 
-const fmt = (at: SourceRef): string => `${at.file}:${at.line}:${at.col}`;
-const sha256Text = (s: string): string => createHash('sha256').update(s, 'utf8').digest('hex');
-const byName = <T extends { name: string }>(a: T, b: T): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
 function normaliseMode(m: string): string {
   return parseInt(m, 8).toString(8).padStart(4, '0');
 }
-
-function onNodes(nodes: string[]): string {
-  return nodes.length === 1 ? `on node ${nodes[0]}` : `on nodes ${nodes.join(', ')}`;
-}
-
-/** Collects diagnostics; a problem found on several nodes is reported once, naming them all. */
-class Collector {
-  private readonly list: Diagnostic[];
-  private readonly perNode = new Map<string, { at: SourceRef; resource: string; message: (on: string) => string; hint?: string; nodes: string[] }>();
-  constructor(initial: Diagnostic[]) {
-    this.list = [...initial];
-  }
-  error(at: SourceRef, resource: string | undefined, message: string, hint?: string): void {
-    this.list.push({ severity: 'error', ...at, ...(resource ? { resource } : {}), message, ...(hint ? { hint } : {}) });
-  }
-  warning(at: SourceRef, resource: string | undefined, message: string, hint?: string): void {
-    this.list.push({ severity: 'warning', ...at, ...(resource ? { resource } : {}), message, ...(hint ? { hint } : {}) });
-  }
-  onNode(node: string, at: SourceRef, resource: string, key: string, message: (on: string) => string, hint?: string): void {
-    const k = `${fmt(at)}|${resource}|${key}`;
-    const e = this.perNode.get(k);
-    if (e) e.nodes.push(node);
-    else this.perNode.set(k, { at, resource, message, nodes: [node], ...(hint ? { hint } : {}) });
-  }
-  finish(): Diagnostic[] {
-    for (const e of this.perNode.values()) this.error(e.at, e.resource, e.message(onNodes(e.nodes)), e.hint);
-    this.perNode.clear();
-    const seen = new Set<string>();
-    const out = this.list.filter((d) => {
-      const k = JSON.stringify([d.severity, d.file, d.line, d.col, d.resource, d.message, d.hint]);
-      if (seen.has(k)) return false;
-      seen.add(k);
-      return true;
-    });
-    out.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line || a.col - b.col || (a.message < b.message ? -1 : a.message > b.message ? 1 : 0)));
-    return out;
-  }
-}
-
-type Spec<D> = D extends { spec: infer S } ? S : never;
-const specOf = <D>(d: LoadedDocument): Spec<D> => (d.value as { spec: Spec<D> }).spec;
-const labelsOf = (d: LoadedDocument): Record<string, string> =>
-  ((d.value as { metadata: { labels?: Record<string, string> } }).metadata.labels ?? {}) as Record<string, string>;
-const idOf = (d: LoadedDocument): string => `${d.kind}/${d.name ?? '?'}`;
 
 interface NodeInfo {
   doc: LoadedDocument;
@@ -151,19 +68,6 @@ function isIpv4Like(s: string): boolean {
 function isIpv4(s: string): boolean {
   const parts = s.split('.');
   return parts.length === 4 && parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p) && Number(p) <= 255);
-}
-
-async function hashFile(path: string): Promise<{ sha256: string; size: number } | null> {
-  try {
-    const st = await stat(path);
-    if (!st.isFile()) return null;
-    const h = createHash('sha256');
-    for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
-    return { sha256: h.digest('hex'), size: st.size };
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
-    throw e;
-  }
 }
 
 export async function resolveDesiredState(source: FileSource, opts: ResolveOptions = {}): Promise<ResolveResult> {
@@ -240,6 +144,8 @@ export async function resolveDesiredState(source: FileSource, opts: ResolveOptio
       selected.set(d, picked);
     }
   }
+  /** Declared and schema-valid: per-node checks against an invalid declaration would only repeat its error. */
+  const usable = (kind: Kind, name: string): boolean => byKind.get(kind)?.get(name)?.valid ?? false;
   const presentOn = (kind: Kind, name: string, node: string): boolean => {
     const d = byKind.get(kind)?.get(name);
     if (!d || !d.valid) return false;
@@ -247,25 +153,14 @@ export async function resolveDesiredState(source: FileSource, opts: ResolveOptio
     return ensure === 'present' && (selected.get(d)?.has(node) ?? false);
   };
 
-  /** Owner/group references: declared (globally) or root. Returns true when per-node checks apply. */
-  const accountRef = (d: LoadedDocument, path: Array<string | number>, value: string, kind: 'User' | 'Group'): boolean => {
-    if (value === 'root') return false;
-    if (!declared(kind, value)) {
-      c.error(where(d, path), idOf(d), `${fieldName(path)} ${JSON.stringify(value)} is not a declared ${kind}`, `declare a ${kind} named ${value}, or use root`);
-      return false;
-    }
-    return true;
+  /** Owner/group references: a declared account or root (whether it is on each node is checked per node). */
+  const accountRef = (d: LoadedDocument, path: Array<string | number>, value: string, kind: 'User' | 'Group'): void => {
+    if (value === 'root' || declared(kind, value)) return;
+    c.error(where(d, path), idOf(d), `${fieldName(path)} ${JSON.stringify(value)} is not a declared ${kind}`, `declare a ${kind} named ${value}, or use root`);
   };
   const accountOnNode = (d: LoadedDocument, path: Array<string | number>, value: string, kind: 'User' | 'Group', node: string): void => {
-    if (value === 'root' || !declared(kind, value) || presentOn(kind, value, node)) return;
+    if (value === 'root' || !usable(kind, value) || presentOn(kind, value, node)) return;
     c.onNode(node, where(d, path), idOf(d), `account|${kind}|${value}`, (on) => `${fieldName(path)} ${JSON.stringify(value)}: ${kind}/${value} is not present ${on}`, `select these nodes in ${kind}/${value}, or use root`);
-  };
-
-  const checkAbsolute = (d: LoadedDocument, path: Array<string | number>, value: string | undefined): boolean => {
-    if (value === undefined) return true;
-    const why = absolutePathProblem(value);
-    if (why) c.error(where(d, path), idOf(d), `${fieldName(path)} ${why}`);
-    return why === null;
   };
 
   // Text payloads read from the source: cached, size-limited, UTF-8 only.
@@ -335,7 +230,7 @@ export async function resolveDesiredState(source: FileSource, opts: ResolveOptio
   const restartsOnNode = (d: LoadedDocument, restarts: string[] | undefined, node: string): string[] => {
     const units = new Set<string>();
     (restarts ?? []).forEach((r, i) => {
-      if (!declared('Service', r)) return;
+      if (!usable('Service', r)) return;
       if (!presentOn('Service', r, node)) {
         c.onNode(node, where(d, ['spec', 'restarts', i]), idOf(d), `restarts|${r}`, (on) => `spec.restarts[${i}]: Service/${r} is not present ${on}`, `select the same nodes in Service/${r}`);
         return;
@@ -353,14 +248,14 @@ export async function resolveDesiredState(source: FileSource, opts: ResolveOptio
     const s = specOf<UserDocument>(d);
     accountRef(d, ['spec', 'group'], s.group, 'Group');
     (s.groups ?? []).forEach((g, i) => accountRef(d, ['spec', 'groups', i], g, 'Group'));
-    checkAbsolute(d, ['spec', 'home'], s.home);
-    checkAbsolute(d, ['spec', 'shell'], s.shell);
+    c.absolute(d, ['spec', 'home'], s.home);
+    c.absolute(d, ['spec', 'shell'], s.shell);
   }
   const directories = docsOf('Directory');
   const payloads = new Map<LoadedDocument, string[]>();
   for (const d of directories) {
     const s = specOf<DirectoryDocument>(d);
-    checkAbsolute(d, ['spec', 'path'], s.path);
+    c.absolute(d, ['spec', 'path'], s.path);
     accountRef(d, ['spec', 'owner'], s.owner ?? DEFAULTS.owner, 'User');
     accountRef(d, ['spec', 'group'], s.group ?? DEFAULTS.group, 'Group');
     checkRestarts(d, s.restarts);
@@ -388,7 +283,7 @@ export async function resolveDesiredState(source: FileSource, opts: ResolveOptio
   const secretTemplates = new Map<LoadedDocument, ParsedTemplate>();
   for (const d of fileDocs) {
     const s = specOf<FileDocument>(d);
-    checkAbsolute(d, ['spec', 'path'], s.path);
+    c.absolute(d, ['spec', 'path'], s.path);
     accountRef(d, ['spec', 'owner'], s.owner ?? DEFAULTS.owner, 'User');
     accountRef(d, ['spec', 'group'], s.group ?? DEFAULTS.group, 'Group');
     checkRestarts(d, s.restarts);
@@ -415,121 +310,17 @@ export async function resolveDesiredState(source: FileSource, opts: ResolveOptio
   }
 
   // The etcd cluster.
-  const allClusters = [...(byKind.get('EtcdCluster')?.values() ?? [])];
-  if (allClusters.length > 1) {
-    for (const d of allClusters.slice(1)) {
-      c.error(where(d, ['metadata', 'name']), idOf(d), `only one EtcdCluster may be declared; ${idOf(allClusters[0]!)} is at ${fmt(where(allClusters[0]!, ['metadata', 'name']))}`);
-    }
-  }
-  const etcdDoc = allClusters[0]?.valid ? allClusters[0] : undefined;
-  let etcd: ResolvedEtcd | null = null;
-  const memberByNode = new Map<string, EtcdMemberSpec>();
-  let etcdValues: Omit<EtcdTemplateValues, 'name' | 'peerUrl' | 'clientUrl'> | null = null;
-  if (etcdDoc) {
-    const s = specOf<EtcdClusterDocument>(etcdDoc);
-    const clientPort = s.clientPort ?? DEFAULTS.clientPort;
-    const peerPort = s.peerPort ?? DEFAULTS.peerPort;
-    const dataDir = s.dataDir ?? DEFAULTS.dataDir;
-    const initialEnvFile = s.initialEnvFile ?? DEFAULTS.initialEnvFile;
-    let ok = checkAbsolute(etcdDoc, ['spec', 'dataDir'], s.dataDir);
-    ok = checkAbsolute(etcdDoc, ['spec', 'initialEnvFile'], s.initialEnvFile) && ok;
-    if (clientPort === peerPort) {
-      c.error(where(etcdDoc, ['spec', 'peerPort']), idOf(etcdDoc), 'spec.peerPort must differ from spec.clientPort');
-      ok = false;
-    }
-    const members: EtcdMemberSpec[] = [];
-    const seenNodes = new Map<string, number>();
-    const seenNames = new Map<string, number>();
-    s.members.forEach((m, i) => {
-      const name = m.name ?? m.node;
-      const node = nodes.find((n) => n.name === m.node);
-      if (!declared('Node', m.node)) {
-        c.error(where(etcdDoc, ['spec', 'members', i, 'node']), idOf(etcdDoc), `spec.members[${i}].node: no Node named ${JSON.stringify(m.node)}`);
-        ok = false;
-      } else if (seenNodes.has(m.node)) {
-        c.error(where(etcdDoc, ['spec', 'members', i, 'node']), idOf(etcdDoc), `spec.members[${i}].node: node ${m.node} is already spec.members[${seenNodes.get(m.node)}]`, 'one member per node');
-        ok = false;
-      } else if (seenNames.has(name)) {
-        c.error(where(etcdDoc, ['spec', 'members', i, m.name ? 'name' : 'node']), idOf(etcdDoc), `spec.members[${i}]: member name ${name} is already used by spec.members[${seenNames.get(name)}]`);
-        ok = false;
-      } else if (node) {
-        members.push({ name, node: node.name, address: node.address, peerUrl: `https://${node.address}:${peerPort}`, clientUrl: `https://${node.address}:${clientPort}` });
-      } else ok = false;
-      if (!seenNodes.has(m.node)) seenNodes.set(m.node, i);
-      if (!seenNames.has(name)) seenNames.set(name, i);
-    });
-    const count = s.members.length;
-    if (count === 1) c.warning(where(etcdDoc, ['spec', 'members'], true), idOf(etcdDoc), 'a single-member etcd cluster has no fault tolerance', 'use 3 or 5 members');
-    else if (count % 2 === 0) c.warning(where(etcdDoc, ['spec', 'members'], true), idOf(etcdDoc), `${count} members tolerate no more failures than ${count - 1}`, 'use an odd number of members');
-    const serviceDoc = byKind.get('Service')?.get(s.service);
-    if (!declared('Service', s.service)) {
-      c.error(where(etcdDoc, ['spec', 'service']), idOf(etcdDoc), `spec.service: no Service named ${JSON.stringify(s.service)}`);
-      ok = false;
-    } else if (serviceDoc?.valid) {
-      const missing = members.filter((m) => !presentOn('Service', s.service, m.node)).map((m) => m.node);
-      if (missing.length > 0) {
-        c.error(where(etcdDoc, ['spec', 'service']), idOf(etcdDoc), `spec.service: Service/${s.service} is not present on member ${missing.length === 1 ? 'node' : 'nodes'} ${missing.join(', ')}`, `select every member node in Service/${s.service}`);
-        ok = false;
-      }
-    } else ok = false;
-    // Membership is usable for templates even when a client secret is missing:
-    // that is reported on its own, without an error for every etcd.* variable.
-    let clientOk = true;
-    const client = { caFile: s.client.ca, certFile: s.client.cert, keyFile: s.client.key };
-    for (const [key, name] of [['ca', s.client.ca], ['cert', s.client.cert], ['key', s.client.key]] as const) {
-      const at = where(etcdDoc, ['spec', 'client', key]);
-      if (!SECRET_NAME.test(name)) {
-        c.error(at, idOf(etcdDoc), `spec.client.${key} must be a secret name (relative path of letters, digits, '_', '.', '-')`);
-        clientOk = false;
-      } else if (opts.secretsDir !== undefined) {
-        const path = join(opts.secretsDir, name);
-        if ((await hashFile(path)) === null) {
-          c.error(at, idOf(etcdDoc), `spec.client.${key}: secret ${JSON.stringify(name)} not found in the secrets directory`, `put it at ${path}`);
-          clientOk = false;
-        }
-        client[key === 'ca' ? 'caFile' : key === 'cert' ? 'certFile' : 'keyFile'] = path;
-      }
-    }
-    members.sort(byName);
-    if (ok) {
-      for (const m of members) memberByNode.set(m.node, m);
-    }
-    if (ok && clientOk) {
-      etcd = {
-        id: idOf(etcdDoc),
-        name: etcdDoc.name!,
-        members,
-        clientPort,
-        peerPort,
-        dataDir,
-        token: s.token,
-        unit: unitOf.get(s.service)!,
-        initialEnvFile,
-        client,
-        rollout: {
-          healthTimeoutSeconds: s.rollout?.healthTimeoutSeconds ?? DEFAULTS.healthTimeoutSeconds,
-          learnerTimeoutSeconds: s.rollout?.learnerTimeoutSeconds ?? DEFAULTS.learnerTimeoutSeconds,
-        },
-        at: etcdDoc.at,
-      };
-    }
-    if (ok) {
-      etcdValues = {
-        initialCluster: members.map((m) => `${m.name}=${m.peerUrl}`).join(','),
-        members: members.map((m) => m.name).join(','),
-        clientUrls: members.map((m) => m.clientUrl).join(','),
-        token: s.token,
-        dataDir,
-        clientPort: String(clientPort),
-        peerPort: String(peerPort),
-        initialEnvFile,
-      };
-    }
-  }
-  const etcdLabel = allClusters[0] ? idOf(allClusters[0]) : null;
-  // A declared cluster that could not be resolved is reported where it is
-  // wrong; its etcd.* variables then stay silent instead of failing everywhere.
-  const etcdBroken = allClusters.length > 0 && etcdValues === null;
+  const cluster = await resolveEtcd({
+    clusters: [...(byKind.get('EtcdCluster')?.values() ?? [])],
+    nodes,
+    declared,
+    usable,
+    presentOn,
+    unitOf,
+    c,
+    ...(opts.secretsDir !== undefined ? { secretsDir: opts.secretsDir } : {}),
+  });
+  const { etcd, memberByNode } = cluster;
 
   // Artifacts: hashed once per run, whatever the number of nodes.
   const artifactHashes = new Map<string, Promise<{ sha256: string; size: number } | null>>();
@@ -555,9 +346,9 @@ export async function resolveDesiredState(source: FileSource, opts: ResolveOptio
     const ctx: TemplateContext = {
       node: { name: n.name, address: n.address, labels: n.labels },
       vars: n.vars,
-      etcd: member && etcdValues ? { ...etcdValues, name: member.name, peerUrl: member.peerUrl, clientUrl: member.clientUrl } : null,
-      etcdCluster: etcdLabel,
-      etcdBroken,
+      etcd: member && cluster.values ? { ...cluster.values, name: member.name, peerUrl: member.peerUrl, clientUrl: member.clientUrl } : null,
+      etcdCluster: cluster.label,
+      etcdBroken: cluster.broken,
     };
     const rn: ResolvedNode = {
       name: n.name,
@@ -580,7 +371,7 @@ export async function resolveDesiredState(source: FileSource, opts: ResolveOptio
       }
       c.onNode(n.name, at, resource, `path|${prev.id}|${path}`, (where) => `path ${path} is also managed by ${prev.id} (${fmt(prev.at)}) ${where}`, 'each path is managed by one resource');
     };
-    if (member && etcd) claim(etcd.initialEnvFile, etcd.id, where(etcdDoc!, ['spec', 'initialEnvFile'], true), etcd.id);
+    if (member && etcd && cluster.initialEnvFileAt) claim(etcd.initialEnvFile, etcd.id, cluster.initialEnvFileAt, etcd.id);
 
     const ids = new Map<number, string>();
     for (const d of groups.filter(on)) {
@@ -783,18 +574,4 @@ export async function resolveDesiredState(source: FileSource, opts: ResolveOptio
     state: failed ? null : { root: source.root, commit: opts.commit ?? null, nodes: resolvedNodes, etcd },
     diagnostics,
   };
-}
-
-async function hashSecret(path: string): Promise<{ sha256: string; size: number } | string | null> {
-  try {
-    const st = await stat(path);
-    if (!st.isFile()) return 'is not a regular file';
-    if (st.size > MAX_SECRET_BYTES) return `is larger than ${MAX_SECRET_BYTES} bytes`;
-    const bytes = await readFile(path);
-    return { sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-    throw e;
-  }
 }

@@ -31,9 +31,8 @@ export function isUnitFilePath(path: string): boolean {
 
 /** `/a/b/c` → [`/a`, `/a/b`]. */
 export function ancestorsOf(path: string): string[] {
-  const parts = path.split('/').filter(Boolean);
   const out: string[] = [];
-  for (let i = 1; i < parts.length; i++) out.push('/' + parts.slice(0, i).join('/'));
+  for (let i = path.indexOf('/', 1); i > 0; i = path.indexOf('/', i + 1)) out.push(path.slice(0, i));
   return out;
 }
 
@@ -58,10 +57,6 @@ export function isEnabled(u: UnitFact): boolean {
 /** Supplementary groups without the primary group, sorted: `id -Gn` lists the primary one too. */
 export function supplementaryGroups(groups: string[], primary: string): string[] {
   return [...new Set(groups.filter((g) => g !== primary))].sort();
-}
-
-export function shortDigest(sha256: string | null): string {
-  return sha256 === null ? '(none)' : `${sha256.slice(0, 12)}…`;
 }
 
 export function byString<T>(key: (t: T) => string): (a: T, b: T) => number {

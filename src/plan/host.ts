@@ -38,7 +38,6 @@ type Unplaced<T> = T extends unknown ? Omit<T, 'node'> : never;
 type Step = [Phase, Unplaced<HostAction>];
 type ExistingPath = Extract<PathFact, { exists: true }>;
 
-
 export function planNode(desired: ResolvedNode, facts: NodeFacts, ctx: HostPlanContext): NodePlan {
   return new NodePlanner(desired, facts, ctx).plan();
 }
@@ -57,7 +56,9 @@ class NodePlanner {
   private readonly refusals: NodeRefusal[] = [];
   /** Declared files that get an action in this plan, for restarts. */
   private readonly changedFiles = new Map<string, DesiredFile>();
-  private readonly reloadCauses: string[] = [];
+  /** Unit files written (reload before the services) and removed (reload at the end). */
+  private readonly unitFilesWritten: string[] = [];
+  private readonly unitFilesRemoved: string[] = [];
   private readonly removedPaths = new Set<string>();
   /** Managed directories that exist as something else: nothing is written below them. */
   private readonly blockedDirs = new Set<string>();
@@ -120,7 +121,7 @@ class NodePlanner {
 
   /** A managed ancestor directory that is not a directory on the node. */
   private blockedAncestor(path: string): string | undefined {
-    return ancestorsOf(path).find((a) => this.blockedDirs.has(a));
+    return this.blockedDirs.size === 0 ? undefined : ancestorsOf(path).find((a) => this.blockedDirs.has(a));
   }
 
   private refuseBelowBlocked(r: ResourceBase, path: string, blocker: string): void {
@@ -205,7 +206,7 @@ class NodePlanner {
             home: u.home,
             shell: u.shell,
             ...(u.uid !== undefined ? { uid: u.uid } : {}),
-            reason: changes.map((c) => `${c.field} ${c.from || '(none)'}, want ${c.to || '(none)'}`).join('; '),
+            reason: `${changes.map((c) => c.field).join(', ')} ${changes.length === 1 ? 'differs' : 'differ'}`,
           },
         ],
       ],
@@ -300,7 +301,7 @@ class NodePlanner {
       }
       if (this.route(f, [this.drift(f, 'exists', 'absent', 'present')], [['rmFile', { type: 'path.remove', resource: f.id, path: f.path, pathType: 'file', reason: 'ensure: absent' }]])) {
         this.removedPaths.add(f.path);
-        if (isUnitFilePath(f.path)) this.reloadCauses.push(`${f.path} removed`);
+        if (isUnitFilePath(f.path)) this.unitFilesRemoved.push(f.path);
       }
       return;
     }
@@ -349,7 +350,7 @@ class NodePlanner {
       };
       if (this.route(f, diffs, [['file', write]])) {
         this.changedFiles.set(f.path, f);
-        if (isUnitFilePath(f.path)) this.reloadCauses.push(`${f.path} changed`);
+        if (isUnitFilePath(f.path)) this.unitFilesWritten.push(f.path);
       }
       return;
     }
@@ -460,8 +461,15 @@ class NodePlanner {
 
   // ---- removals ------------------------------------------------------------
 
-  private managedPaths(): Set<string> {
-    return new Set([...this.desired.files.filter((f) => f.ensure === 'present').map((f) => f.path), ...this.desired.directories.filter((d) => d.ensure === 'present').map((d) => d.path)]);
+  private managedCache: { paths: Set<string>; ancestors: Set<string> } | undefined;
+
+  /** Declared paths, and every directory above one of them (which must stay). */
+  private managed(): { paths: Set<string>; ancestors: Set<string> } {
+    if (!this.managedCache) {
+      const paths = new Set([...this.desired.files.filter((f) => f.ensure === 'present').map((f) => f.path), ...this.desired.directories.filter((d) => d.ensure === 'present').map((d) => d.path)]);
+      this.managedCache = { paths, ancestors: new Set([...paths].flatMap(ancestorsOf)) };
+    }
+    return this.managedCache;
   }
 
   private stillDeclared(e: InventoryEntry): boolean {
@@ -487,7 +495,7 @@ class NodePlanner {
     const inv = this.facts.inventory;
     if (!inv) return;
     const reason = `no longer in the desired state (created by converge${inv.commit ? ` at ${inv.commit.slice(0, 12)}` : ''})`;
-    const managed = this.managedPaths();
+    const managed = this.managed();
     for (const [id, e] of Object.entries(inv.resources).sort(byString(([k]) => k))) {
       if (this.stillDeclared(e) || !this.stillThere(e)) continue;
       if (!e.created) {
@@ -514,7 +522,7 @@ class NodePlanner {
             this.keep(id, `${e.target} is now ${pathKind(fact)}`);
             break;
           }
-          if ([...managed].some((p) => isUnder(p, e.target))) {
+          if (managed.ancestors.has(e.target)) {
             this.keep(id, `${e.target} holds paths that are still declared`);
             break;
           }
@@ -565,15 +573,15 @@ class NodePlanner {
     if (this.removedPaths.has(path)) return;
     this.removedPaths.add(path);
     this.push(pathType === 'dir' ? 'rmDir' : 'rmFile', { type: 'path.remove', resource, path, pathType, reason });
-    if (pathType === 'file' && isUnitFilePath(path)) this.reloadCauses.push(`${path} removed`);
+    if (pathType === 'file' && isUnitFilePath(path)) this.unitFilesRemoved.push(path);
   }
 
   private purge(dir: DesiredDirectory): void {
     if (!dir.purge || dir.ensure !== 'present' || this.blockedDirs.has(dir.path) || this.blockedAncestor(dir.path)) return;
-    const managed = this.managedPaths();
+    const managed = this.managed();
     const entries = (this.facts.dirListings[dir.path] ?? []).map((x) => absolute(dir.path, x)).filter((p) => isUnder(p, dir.path));
     for (const p of [...new Set(entries)].sort()) {
-      if (managed.has(p) || [...managed].some((m) => isUnder(m, p)) || this.removedPaths.has(p)) continue;
+      if (managed.paths.has(p) || managed.ancestors.has(p) || this.removedPaths.has(p)) continue;
       const fact = this.facts.paths[p];
       const pathType = fact?.exists && fact.type === 'dir' ? 'dir' : 'file';
       if (dir.policy === 'report') {
@@ -594,7 +602,7 @@ class NodePlanner {
     const deepestFirst = (a: HostAction, b: HostAction): number => -byPath(a, b);
 
     const actions: HostAction[] = [...take('group').sort(byName), ...take('user').sort(byName), ...take('dir').sort(byPath), ...take('file').sort(byPath)];
-    const loadCauses = this.reloadCauses.filter((c) => c.endsWith(' changed'));
+    const loadCauses = this.unitFilesWritten.map((p) => `${p} changed`);
     const needReload = Object.values(this.facts.units)
       .filter((u) => u.needDaemonReload)
       .map((u) => u.unit)
@@ -612,8 +620,9 @@ class NodePlanner {
       ...take('rmUser').sort(byName),
       ...take('rmGroup').sort(byName),
     ];
-    const unloadCauses = this.reloadCauses.filter((c) => c.endsWith(' removed'));
-    if (unloadCauses.length > 0) removals.push({ node: this.node, resource: `Node/${this.node}`, type: 'systemd.daemon-reload', reason: unloadCauses.join(', ') });
+    if (this.unitFilesRemoved.length > 0) {
+      removals.push({ node: this.node, resource: `Node/${this.node}`, type: 'systemd.daemon-reload', reason: this.unitFilesRemoved.map((p) => `${p} removed`).join(', ') });
+    }
 
     const plan: NodePlan = { node: this.node, reachable: true, actions: [...actions, ...removals], reported: this.reported };
     if (removals.length > 0) plan.firstRemoval = actions.length;

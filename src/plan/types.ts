@@ -51,9 +51,31 @@ export type HostAction =
 
 export type EtcdAction =
   | (Base & { type: 'etcd.bootstrap'; members: string[]; initialCluster: string })
-  | (Base & { type: 'etcd.member.add'; name: string; peerUrl: string; initialCluster: string })
+  | (Base & {
+      type: 'etcd.member.add';
+      name: string;
+      peerUrl: string;
+      initialCluster: string;
+      /**
+       * Set when the member is already in the member list but never started
+       * (an add or bootstrap that was interrupted): apply does not add it
+       * again, it starts it and (a learner) promotes it.
+       */
+      memberId?: string;
+    })
   | (Base & { type: 'etcd.member.promote'; name: string; memberId: string })
-  | (Base & { type: 'etcd.member.remove'; name: string; memberId: string; moveDataDirAside: boolean })
+  | (Base & {
+      type: 'etcd.member.remove';
+      name: string;
+      memberId: string;
+      /**
+       * The member leaves for good (scale in): after the removal, etcd is
+       * stopped and disabled on its node and the data dir moved aside, so it
+       * can never rejoin with stale data. false when the node is wiped already
+       * (replace) or cannot be reached.
+       */
+      moveDataDirAside: boolean;
+    })
   | (Base & { type: 'etcd.leader.move'; fromMemberId: string; toMemberId: string })
   | (Base & { type: 'etcd.member.restart'; name: string; unit: string; because: string[] });
 

@@ -22,6 +22,10 @@ export interface PassConfig {
   commandTimeoutMs: number;
   secretsDir?: string;
   artifactsDir?: string;
+  /** Host resources only: no etcd facts, no member-set changes, no etcd starts or restarts. */
+  skipEtcd?: boolean;
+  /** converge's etcd client TLS; absent: the EtcdCluster's client secrets. */
+  etcdTls?: { caFile: string; certFile: string; keyFile: string };
 }
 
 export interface DesiredSource {

@@ -76,7 +76,7 @@ export function renderDriftText(report: DriftReport): string {
 /** The report as JSON, with secret items reduced to placeholders once more. */
 export function driftToJson(report: DriftReport): string {
   const nodes = report.nodes.map((n) => ({ ...n, items: n.items.map(redact) }));
-  return JSON.stringify({ ...report, nodes }, null, 2) + '\n';
+  return JSON.stringify({ ...report, nodes }, null, 2);
 }
 
 function cell(v: string | null): string {

@@ -23,5 +23,5 @@ export function assertNoSecretText(plan: Plan): void {
 
 export function planToJson(plan: Plan): string {
   assertNoSecretText(plan);
-  return JSON.stringify(plan, null, 2) + '\n';
+  return JSON.stringify(plan, null, 2);
 }

@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureLab } from './lab.js';
+import { labInfo, labPaths, readGitCredentials } from '../../src/lab/index.js';
+import { ensureLab, projectDir } from './lab.js';
 
 export interface GitAccess {
   url: string;
@@ -15,8 +16,11 @@ export interface GitAccess {
   password: string;
 }
 
+/** The lab's Git server, brought up only when it is not running. */
 async function access(given?: GitAccess): Promise<GitAccess> {
   if (given) return given;
+  const now = labInfo({ projectDir });
+  if (now.git.url) return { url: now.git.url, username: now.git.username, password: readGitCredentials(labPaths(now.labDir)).password };
   const lab = await ensureLab();
   return { url: lab.git.url, username: lab.git.username, password: lab.git.password };
 }

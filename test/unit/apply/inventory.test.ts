@@ -40,21 +40,21 @@ function facts(parts: Partial<NodeFacts>): NodeFacts {
   return { node: 'cp-a', paths: {}, users: {}, groups: {}, units: {}, dirListings: {}, inventory: null, ...parts };
 }
 
-const act = (a: Omit<HostAction, 'node' | 'reason'>): HostAction => ({ node: 'cp-a', reason: 'test', ...a }) as HostAction;
+const act = (a: { type: HostAction['type']; resource: string } & Record<string, unknown>): HostAction => ({ node: 'cp-a', reason: 'test', ...a }) as unknown as HostAction;
 const plan = (actions: HostAction[]): NodePlan => ({ node: 'cp-a', reachable: true, actions, reported: [] });
 const write = (f: DesiredFile, oldSha: string | null = null): HostAction =>
-  act({ type: 'file.write', resource: f.id, path: f.path, owner: f.owner, group: f.group, mode: f.mode, contentKind: 'text', sha256: SHA_NEW, size: 1, oldSha256: oldSha } as HostAction);
+  act({ type: 'file.write', resource: f.id, path: f.path, owner: f.owner, group: f.group, mode: f.mode, contentKind: 'text', sha256: SHA_NEW, size: 1, oldSha256: oldSha });
 
 test('fresh node: everything converge creates is recorded as created, with the commit and the applied values', () => {
   const env = file('env', '/etc/etcd/etcd.env');
   const n = node({ groups: [group], users: [user], directories: [dir], files: [env], services: [svc] });
   const f = facts({ paths: { '/etc/etcd': { exists: false }, '/etc/etcd/etcd.env': { exists: false } }, units: { 'etcd.service': { unit: 'etcd.service', loadState: 'not-found', activeState: 'inactive', unitFileState: '', needDaemonReload: false } } });
   const p = plan([
-    act({ type: 'group.create', resource: group.id, name: 'etcd', system: true } as HostAction),
-    act({ type: 'user.create', resource: user.id, name: 'etcd', group: 'etcd', groups: [], home: '/var/lib/etcd', shell: '/usr/sbin/nologin', system: true } as HostAction),
-    act({ type: 'dir.create', resource: dir.id, path: '/etc/etcd', owner: 'root', group: 'etcd', mode: '0750' } as HostAction),
+    act({ type: 'group.create', resource: group.id, name: 'etcd', system: true }),
+    act({ type: 'user.create', resource: user.id, name: 'etcd', group: 'etcd', groups: [], home: '/var/lib/etcd', shell: '/usr/sbin/nologin', system: true }),
+    act({ type: 'dir.create', resource: dir.id, path: '/etc/etcd', owner: 'root', group: 'etcd', mode: '0750' }),
     write(env),
-    act({ type: 'service.enable', resource: svc.id, unit: 'etcd.service' } as HostAction),
+    act({ type: 'service.enable', resource: svc.id, unit: 'etcd.service' }),
   ]);
   const inv = nextInventory(null, n, f, p, 'c1', NOW);
   assert.equal(inv, {
@@ -130,11 +130,11 @@ test('no longer desired: kept until pruned when created, dropped when adopted or
     users: { old: { name: 'old', uid: 1, gid: 1, group: 'old', groups: [], home: '/', shell: '/bin/sh' } },
     units: { 'old.service': { unit: 'old.service', loadState: 'loaded', activeState: 'active', unitFileState: 'enabled', needDaemonReload: false } },
   });
-  const rmNow = act({ type: 'path.remove', resource: 'File/removed-now', path: '/etc/removed-now', pathType: 'file' } as HostAction);
-  const rmGone = act({ type: 'path.remove', resource: 'File/gone', path: '/etc/gone', pathType: 'file' } as HostAction);
-  const stop = act({ type: 'service.stop', resource: 'Service/old', unit: 'old.service' } as HostAction);
-  const disable = act({ type: 'service.disable', resource: 'Service/old', unit: 'old.service' } as HostAction);
-  const p = plan([stop, disable, rmNow, rmGone, act({ type: 'user.remove', resource: 'User/old', name: 'old' } as HostAction)]);
+  const rmNow = act({ type: 'path.remove', resource: 'File/removed-now', path: '/etc/removed-now', pathType: 'file' });
+  const rmGone = act({ type: 'path.remove', resource: 'File/gone', path: '/etc/gone', pathType: 'file' });
+  const stop = act({ type: 'service.stop', resource: 'Service/old', unit: 'old.service' });
+  const disable = act({ type: 'service.disable', resource: 'Service/old', unit: 'old.service' });
+  const p = plan([stop, disable, rmNow, rmGone, act({ type: 'user.remove', resource: 'User/old', name: 'old' })]);
 
   // The removal of /etc/gone and of the user failed: they stay recorded, to be pruned next time.
   const inv = nextInventory(old, node({}), f, p, 'c1', NOW, [stop, disable, rmNow]);
@@ -149,8 +149,8 @@ test('no longer desired: kept until pruned when created, dropped when adopted or
 test('a service stopped but not yet disabled is still to be pruned', () => {
   const old: Inventory = { commit: 'c0', appliedAt: 'x', resources: { 'Service/old': { kind: 'Service', target: 'old.service', created: true, prune: true } } };
   const f = facts({ units: { 'old.service': { unit: 'old.service', loadState: 'loaded', activeState: 'active', unitFileState: 'enabled', needDaemonReload: false } } });
-  const stop = act({ type: 'service.stop', resource: 'Service/old', unit: 'old.service' } as HostAction);
-  const disable = act({ type: 'service.disable', resource: 'Service/old', unit: 'old.service' } as HostAction);
+  const stop = act({ type: 'service.stop', resource: 'Service/old', unit: 'old.service' });
+  const disable = act({ type: 'service.disable', resource: 'Service/old', unit: 'old.service' });
   assert.ok('Service/old' in nextInventory(old, node({}), f, plan([stop, disable]), 'c1', NOW, [stop]).resources);
 });
 

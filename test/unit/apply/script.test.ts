@@ -69,8 +69,9 @@ test('account commands: flags, quoting and -- before the name', () => {
   assert.ok(s.includes("groupadd --system --gid '990' -- 'etcd'"));
   assert.ok(s.includes("useradd --system --no-create-home --uid '990' --gid 'etcd' --groups 'adm,ssl-cert' --home-dir '/var/lib/etcd' --shell '/usr/sbin/nologin' -- 'etcd'"));
   assert.ok(s.includes("usermod --shell '/usr/sbin/nologin' --groups 'adm' -- 'etcd'"));
-  assert.ok(s.includes("userdel -- 'old'"));
-  assert.ok(s.includes("groupdel -- 'old'"));
+  assert.ok(s.includes("n='old'\n  getent passwd \"$n\" >/dev/null || exit 0"));
+  assert.ok(s.includes('userdel -- "$n"'));
+  assert.ok(s.includes('groupdel -- "$n"'));
   assert.ok(s.includes("groupadd -- 'plain'"));
 });
 

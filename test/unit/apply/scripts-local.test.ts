@@ -420,6 +420,15 @@ test('removals: files, stale temporaries with them, empty directories; a non-emp
   assert.ok(existsSync(`${root}/t/full-dir/other`));
 });
 
+test('stale temporary files are matched literally: a target named with glob characters cleans only its own', async () => {
+  writeFileSync(`${root}/t/.other.converge-AbCdEf12`, 'someone else', { mode: 0o600 });
+  writeFileSync(`${root}/t/.*.converge-AbCdEf12`, 'stale', { mode: 0o600 });
+  const a = writeAction('/var/lib/t/*', 'star\n');
+  const r = await applyNodePlan(t, plan([a]), contents({ '/var/lib/t/*': 'star\n' }), { commit: null });
+  assert.ok(r.ok, r.error?.message);
+  assert.equal(readdirSync(`${root}/t`).sort(), ['*', '.other.converge-AbCdEf12']);
+});
+
 test('values the scripts refuse fail their step before anything of it runs; earlier steps of the batch still run', async () => {
   writeFileSync(`${root}/t/a`, 'x', { mode: 0o644 });
   const r = await applyNodePlan(

@@ -3,6 +3,7 @@
 // records which commits it was called with, when, and in which mode: that
 // record is what the loop's tests assert on. It applies nothing.
 import { Writable } from 'node:stream';
+import type { Logger } from 'pino';
 import { join } from 'node:path';
 import { loadDesiredState } from '../../../src/model/index.js';
 import { createLogger } from '../../../src/daemon/log.js';
@@ -68,6 +69,7 @@ export interface Harness {
   source: Source;
   daemon: Daemon;
   rec: Recorder;
+  log: Logger;
   logs: Record<string, unknown>[];
   rawLogs: () => string;
   stateFile: string;
@@ -101,6 +103,7 @@ export async function harness(opts: Partial<DaemonOptions> & { start?: boolean }
     source,
     daemon,
     rec,
+    log,
     get logs() {
       return lines.map((l) => JSON.parse(l) as Record<string, unknown>);
     },

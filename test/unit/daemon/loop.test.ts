@@ -239,28 +239,32 @@ test('suspend: triggers are ignored and no pass starts; resume runs one', async 
 });
 
 test('stop() with a pass under way: the signal is observed, the step finishes, no further pass, then it resolves', async () => {
-  const h = await harness({ start: false });
-  try {
-    let observed = false;
-    let stepDone = 0;
-    const ends: PassRecord[] = [];
-    h.daemon.events.on('pass-end', (r: PassRecord) => ends.push(r));
-    const started = h.rec.nextCall();
-    const d = h.daemon as unknown as { o: { reconcile: typeof h.rec.fn } };
-    const record = h.rec.fn;
-    // The pass: record the call, then work in steps until told to stop; the step under way is finished.
-    d.o.reconcile = async (job) => {
-      void record({ ...job, signal: new AbortController().signal }).catch(() => undefined);
+  let observed = false;
+  let stepDone = 0;
+  const calls: string[] = [];
+  let started!: () => void;
+  const running = new Promise<void>((r) => (started = r));
+  // A pass that works in steps until told to stop, and finishes the step under way.
+  const h = await harness({
+    start: false,
+    reconcile: async (job) => {
+      calls.push(job.commit);
+      started();
       while (!job.signal.aborted) await sleep(10);
       observed = true;
       await sleep(150);
       stepDone = Date.now();
       return { outcome: 'aborted', error: 'stopped after the current step' };
-    };
+    },
+  });
+  try {
+    const ends: PassRecord[] = [];
+    h.daemon.events.on('pass-end', (r: PassRecord) => ends.push(r));
     await h.daemon.start();
-    await started;
+    await running;
+    const firstHead = h.repo.head();
     h.commit('pending\n');
-    h.daemon.trigger('watch');
+    assert.ok(h.daemon.trigger('watch'));
     const t = Date.now();
     await h.daemon.stop();
     const stoppedAt = Date.now();
@@ -269,9 +273,10 @@ test('stop() with a pass under way: the signal is observed, the step finishes, n
     assert.ok(stoppedAt - t >= 140, `stop() took ${stoppedAt - t} ms`);
     assert.is(h.daemon.trigger('webhook'), false);
     await sleep(50);
-    assert.is(h.rec.calls.length, 1, 'a pass started after stop');
+    assert.equal(calls, [firstHead], 'a pass started after stop');
     assert.is(ends.length, 1);
     assert.is(ends[0]!.result, 'aborted');
+    assert.is(h.logs.filter((l) => l['msg'] === 'pass started').length, 1);
   } finally {
     await h.done();
   }

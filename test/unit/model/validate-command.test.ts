@@ -3,7 +3,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { validateCommand } from '../../../src/cli/validate.js';
+import { memorySource } from '../../../src/model/index.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -54,6 +56,15 @@ test('--json: machine-readable, same verdict', async () => {
   const good = await run(join(repo, 'desired-state'), true);
   assert.is(good.code, 0);
   assert.equal((JSON.parse(good.out) as { summary: { etcdMembers: string[] } }).summary.etcdMembers, ['cp-a', 'cp-b', 'cp-c']);
+});
+
+test('a FileSource root (files read at a commit) is named by its commit', async () => {
+  const fixture = join(repo, 'test/fixtures/model/relative-path');
+  const files = memorySource({ 'nodes.yaml': readFileSync(join(fixture, 'nodes.yaml')), 'files.yaml': readFileSync(join(fixture, 'files.yaml')) }, 'git:abc123');
+  let out = '';
+  const code = await validateCommand({ root: files, commit: 'abc123', json: false, out: (s) => (out += s) });
+  assert.is(code, 1);
+  assert.is(out, "files.yaml:6:9: File/motd: spec.path must be an absolute path (starting with '/')\ninvalid at commit abc123: 1 error(s)\n");
 });
 
 test('a root that does not exist is a ConfigError, not a crash', async () => {

@@ -14,6 +14,10 @@ export interface TestGitServer {
   paths: LabPaths;
   /** Commit these files as the whole repository content on main; returns the commit id. */
   push(files: Record<string, string>, message?: string): Promise<string>;
+  /** Stop the server process (the repository stays). */
+  down(): Promise<void>;
+  /** Start it again on the same port. */
+  up(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -31,6 +35,7 @@ export async function startTestGitServer(initial: Record<string, string>): Promi
   write(initial);
   await ensureGitRepo(p, seed, () => undefined);
   let state: GitServerState | null = await startGitServer(p, 0);
+  const port = state.port;
   return {
     url: state.url,
     port: state.port,
@@ -39,6 +44,14 @@ export async function startTestGitServer(initial: Record<string, string>): Promi
     async push(files, message = 'test change') {
       write(files);
       return commitDesiredState(p, seed, message);
+    },
+    async down() {
+      await stopGitServers(p, state);
+      state = null;
+    },
+    async up() {
+      state = await startGitServer(p, port);
+      if (state.port !== port) throw new Error(`the Git server came back on port ${state.port}, not ${port}`);
     },
     async stop() {
       await stopGitServers(p, state);

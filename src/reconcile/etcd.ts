@@ -1,0 +1,49 @@
+/**
+ * The etcd part of a pass: cluster facts through the API, the member-set and
+ * rolling-restart steps from the pure planner, and their health-gated
+ * execution — always after the host actions of the same pass (binaries,
+ * certificates and env files are in place before any member starts).
+ */
+import { loadEtcdTls, type EtcdTls } from '../connect/etcd.js';
+import { ConvergeError } from '../errors/index.js';
+import { gatherEtcdFacts } from '../facts/etcd.js';
+import type { EtcdFacts, NodeFacts } from '../facts/types.js';
+import { planEtcd, type EtcdRefusal } from '../plan/etcd.js';
+import type { EtcdAction, Plan } from '../plan/types.js';
+import type { Session } from './session.js';
+import type { Gathered, ApplyOptions } from './pass.js';
+
+export interface EtcdStepResult {
+  ok: boolean;
+  /** One line per step taken, for the report. */
+  log: string[];
+  error?: ConvergeError;
+}
+
+export async function etcdTls(s: Session): Promise<EtcdTls | null> {
+  const spec = s.state.etcd;
+  if (!spec) return null;
+  return loadEtcdTls(s.cfg.etcdTls ?? spec.client);
+}
+
+export async function gatherEtcd(s: Session): Promise<EtcdFacts | null> {
+  const spec = s.state.etcd;
+  if (!spec || s.cfg.skipEtcd) return null;
+  const tls = await etcdTls(s);
+  if (!tls) return null;
+  return gatherEtcdFacts(spec, tls);
+}
+
+export function planEtcdSteps(s: Session, g: Gathered, host: Plan): { actions: EtcdAction[]; refusals: EtcdRefusal[] } {
+  const spec = s.state.etcd;
+  if (!spec || !g.etcd) return { actions: [], refusals: [] };
+  const nodeFacts: Record<string, NodeFacts> = {};
+  for (const [name, f] of g.facts) if ('paths' in f) nodeFacts[name] = f;
+  const p = planEtcd(spec, g.etcd, nodeFacts, host.nodes, { nodes: s.state.nodes });
+  return { actions: p.actions, refusals: p.refusals };
+}
+
+export async function applyEtcdSteps(s: Session, plan: Plan, g: Gathered, o: ApplyOptions): Promise<EtcdStepResult> {
+  const { applyEtcdPlan } = await import('../apply/etcd.js');
+  return applyEtcdPlan(s, plan, g, o);
+}

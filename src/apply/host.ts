@@ -8,12 +8,12 @@
 import { randomBytes } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Transport } from '../connect/transport.js';
-import { NodeError } from '../errors/index.js';
+import { ConvergeError, NodeError } from '../errors/index.js';
 import type { Inventory, NodeFacts } from '../facts/types.js';
 import type { ResolvedNode } from '../model/types.js';
 import type { HostAction, NodePlan } from '../plan/types.js';
 import { nextInventory, sameInventory, writeInventory } from './inventory.js';
-import { BACKUP_DIR, ScriptValueError, ancestorsOf, batchScript, parseBatchOutput, parseWriteOutput, reasonOf, writeFileScript } from './script.js';
+import { BACKUP_DIR, ScriptValueError, ancestorsOf, bare, batchScript, parseBatchOutput, parseWriteOutput, reasonOf, writeFileScript } from './script.js';
 
 export type FileWriteAction = Extract<HostAction, { type: 'file.write' }>;
 type BatchAction = Exclude<HostAction, { type: 'file.write' }>;
@@ -264,7 +264,9 @@ async function runWrite(
   try {
     source = await content(action);
   } catch (e) {
-    fail(index, `cannot read the content: ${(e as Error).message}`, { durationMs: Date.now() - started, hint: 'check the artifact or secret on the bastion' }, e);
+    const message = bare(e, t.node);
+    const hint = e instanceof ConvergeError && e.hint ? e.hint : 'check the artifact or secret on this machine';
+    fail(index, `cannot read the content: ${message}`, { durationMs: Date.now() - started, hint }, e);
     return false;
   }
   emit({ bytesSent: 0, bytesTotal: source.size });
@@ -311,7 +313,7 @@ async function runWrite(
     fail(index, why, { durationMs, bytes: sent });
     return false;
   } catch (e) {
-    fail(index, `${(e as Error).message}; the write may or may not have completed (a partial upload never replaces the target)`, { durationMs: Date.now() - started, bytes: sent }, e);
+    fail(index, `${bare(e, t.node)}; the write may or may not have completed (a partial upload never replaces the target)`, { durationMs: Date.now() - started, bytes: sent }, e);
     return false;
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
@@ -364,7 +366,7 @@ async function runBatch(
     stderr = r.stderr;
   } catch (e) {
     // No report came back: the connection is gone and the outcome of the first step is unknown.
-    fail(start, `${(e as Error).message}; whether this step took effect is unknown (the next pass checks)`, { durationMs: Date.now() - began }, e);
+    fail(start, `${bare(e, t.node)}; whether this step took effect is unknown (the next pass checks)`, { durationMs: Date.now() - began }, e);
     return false;
   }
   const durationMs = Date.now() - began;

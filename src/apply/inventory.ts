@@ -12,7 +12,7 @@ import { NodeError } from '../errors/index.js';
 import type { Inventory, InventoryEntry, NodeFacts } from '../facts/types.js';
 import type { ResolvedNode } from '../model/types.js';
 import type { HostAction, NodePlan } from '../plan/types.js';
-import { STATE_DIR, reasonOf, writeFilesScript } from './script.js';
+import { STATE_DIR, bare, reasonOf, writeFilesScript } from './script.js';
 
 export const INVENTORY_PATH = `${STATE_DIR}/inventory.json`;
 /** One base64-encoded absolute path per line: every File and Directory target in the inventory. */
@@ -186,7 +186,7 @@ export async function writeInventory(t: Transport, inv: Inventory): Promise<void
   try {
     r = await t.exec(script, { stdin: Buffer.concat([paths, json]), timeoutMs: 60_000 });
   } catch (e) {
-    throw new NodeError('E_APPLY', t.node, `writing the inventory ${INVENTORY_PATH} failed: ${(e as Error).message}`, { cause: e });
+    throw new NodeError('E_APPLY', t.node, `writing the inventory ${INVENTORY_PATH} failed: ${bare(e, t.node)}`, { cause: e });
   }
   if (r.code !== 0 || !/^ok$/m.test(r.stdout.toString('utf8'))) {
     throw new NodeError('E_APPLY', t.node, `writing the inventory ${INVENTORY_PATH} failed: ${reasonOf(r.stderr) || `exit code ${r.code}`}`, {

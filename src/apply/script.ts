@@ -417,3 +417,9 @@ export function reasonOf(stderr: string): string {
   const text = lines.join('; ');
   return text.length > 600 ? `${text.slice(0, 600)}…` : text;
 }
+
+/** An error's message without the node prefix that NodeError adds, for wrapping it in another one. */
+export function bare(e: unknown, node: string): string {
+  const m = e instanceof Error ? e.message : String(e);
+  return m.startsWith(`${node}: `) ? m.slice(node.length + 2) : m;
+}

@@ -32,6 +32,7 @@ export function passConfig(c: Config, flags: Flags): PassConfig {
     commandTimeoutMs: c.commandTimeoutMs,
     ...(c.secretsDir ? { secretsDir: c.secretsDir } : {}),
     ...(c.artifactsDir ? { artifactsDir: c.artifactsDir } : {}),
+    ...(flags['skipEtcd'] === true ? { skipEtcd: true } : {}),
     ...(c.etcdCa && c.etcdCert && c.etcdKey ? { etcdTls: { caFile: c.etcdCa, certFile: c.etcdCert, keyFile: c.etcdKey } } : {}),
   };
 }
@@ -82,10 +83,18 @@ function nodesFlag(flags: Flags): string[] | undefined {
 async function withSession<T>(flags: Flags, fn: (s: Session, c: Config) => Promise<T>): Promise<T> {
   const { config } = resolveConfig(flags);
   const desired = await openDesired(config);
+  const started = performance.now();
   const s = await openSession(passConfig(config, flags), desired, nodesFlag(flags));
   try {
     return await fn(s, config);
   } finally {
+    if (flags['stats'] === true) {
+      for (const n of s.nodes) {
+        const t = s.transports.get(n.name);
+        process.stderr.write(t ? `stats: ${n.name}: 1 connection, ${t.execCount} exec round trips\n` : `stats: ${n.name}: not connected\n`);
+      }
+      process.stderr.write(`stats: total ${(performance.now() - started).toFixed(0)} ms\n`);
+    }
     await s.close();
   }
 }

@@ -31,7 +31,10 @@ function withConnectionOptions(cmd: Command): Command {
     .option('--known-hosts <file>', 'known_hosts file for strict host key checking')
     .option('--parallel <n>', 'nodes handled at once', (v) => Number.parseInt(v, 10))
     .option('--nodes <names>', 'only these nodes (comma-separated)')
-    .option('--config <file>', 'config file (default .converge/config.json)');
+    .option('--config <file>', 'config file (default .converge/config.json)')
+    .option('--skip-etcd', 'host resources only: leave the etcd member set and etcd restarts alone')
+    .option('--insecure-trust-on-first-use', 'accept (and record) the host key of a node not yet in known_hosts; a changed key is still refused')
+    .option('--stats', 'print connections, round trips and timings per node on stderr');
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -248,3 +248,11 @@ export async function unitJournal(t: Transport, unit: string, lines = 20): Promi
     .split('\n')
     .filter((l) => l.trim() !== '');
 }
+
+/** `systemctl is-active` of the unit: active, inactive, failed, activating, ... */
+export async function unitActive(t: Transport, unit: string, timeoutMs = 10_000): Promise<string> {
+  const r = await t.exec(`systemctl is-active ${shellQuote(unit)} 2>/dev/null || true`, { timeoutMs });
+  const state = r.stdout.toString('utf8').trim().split('\n')[0] ?? '';
+  if (state === '') throw new NodeError('E_REMOTE', t.node, `systemctl is-active ${unit} printed nothing${r.stderr.trim() ? `: ${r.stderr.trim()}` : ''}`);
+  return state;
+}

@@ -170,6 +170,11 @@ export function parseProbeOutput(request: ProbeRequest, stdout: Buffer): NodeFac
   let inventory: Inventory | null = null;
   let ended = false;
 
+  const need = (what: string): string => {
+    const x = t.text();
+    if (x === undefined) throw malformed(node, `${what} cut short`);
+    return x;
+  };
   const failed = (): never => {
     const step = t.text() ?? '?';
     const code = t.text() ?? '?';
@@ -246,30 +251,26 @@ export function parseProbeOutput(request: ProbeRequest, stdout: Buffer): NodeFac
         });
         break;
       case 'V':
-        inventory = parseInventory(node, t.text() ?? '');
+        inventory = parseInventory(node, need('inventory'));
         break;
       case 'T': {
-        const path = t.text();
-        const b64 = t.text();
-        if (path === undefined || b64 === undefined) throw malformed(node, 'text record cut short');
-        texts.set(path, Buffer.from(b64, 'base64'));
+        const path = need('text record');
+        texts.set(path, Buffer.from(need('text record'), 'base64'));
         break;
       }
       case 'P':
-        passwd += t.text() ?? '';
+        passwd += need('passwd');
         break;
       case 'G':
-        group += t.text() ?? '';
+        group += need('group');
         break;
       case 'I': {
-        const user = t.text();
-        const ids = t.text();
-        if (user === undefined || ids === undefined) throw malformed(node, 'id record cut short');
-        idGroups.set(user, ids.trim().split(/\s+/).filter((x) => x !== ''));
+        const user = need('id record');
+        idGroups.set(user, need('id record').trim().split(/\s+/).filter((x) => x !== ''));
         break;
       }
       case 'U':
-        unitText = t.text() ?? '';
+        unitText = need('unit states');
         break;
       case 'X':
         failed();
@@ -308,7 +309,14 @@ export function parseProbeOutput(request: ProbeRequest, stdout: Buffer): NodeFac
   }
 
   const dirListings: Record<string, string[]> = {};
-  for (const d of [...request.listDirs].sort()) dirListings[d] = [...(listings.get(d) ?? [])].sort();
+  const requested = new Set(request.paths);
+  const isDir = (p: string): boolean => {
+    const f = paths[p];
+    return f !== undefined && f.exists && f.type === 'dir';
+  };
+  // a directory converge managed and no longer wants: pruning it needs to know what else it holds
+  const pruneCandidates = managed.filter((p) => !requested.has(p) && isDir(p));
+  for (const d of [...new Set([...request.listDirs, ...pruneCandidates])].sort()) dirListings[d] = [...(listings.get(d) ?? [])].sort();
 
   if (request.units.length > 0 && unitText === null) throw malformed(node, 'no unit states');
 

@@ -95,8 +95,10 @@ export function encodeRequest(r: ProbeRequest): Buffer {
  * Reads, in one process: the request on stdin ("TAG BASE64" lines ended by a
  * "." line; values go NUL-terminated into one file per tag), then the
  * operands after `mode=managed` (bare base64 lines: absolute paths are added
- * to the paths to stat and printed as the @M section) and `mode=inventory`
- * (printed as the V token). Values with a NUL byte are refused.
+ * to the paths to stat and printed as the @M section; those no longer
+ * requested are also listed, so that pruning a directory can see what else
+ * it holds) and `mode=inventory` (printed as the V token). Values with a
+ * NUL byte are refused.
  */
 const READ_AWK = String.raw`
 BEGIN {
@@ -121,11 +123,22 @@ function close_section() {
   open = ""
 }
 mode == "" && NF == 1 && $1 == "." { done = 1; next }
-mode == "" && NF == 2 && $1 ~ /^[pwdan]$/ && $2 ~ re { s = dec($2); if (s == "") bad = 1; else printf "%s%c", s, 0 > $1; next }
+mode == "" && NF == 2 && $1 ~ /^[pwdan]$/ && $2 ~ re {
+  s = dec($2)
+  if (s == "") { bad = 1; next }
+  printf "%s%c", s, 0 > $1
+  if ($1 == "p") wanted[s] = 1
+  next
+}
 mode == "" { bad = 1; next }
 mode == "managed" {
   if (FNR == 1) { close_section(); printf "@M%c", 0; open = mode }
-  if (NF == 1 && $1 ~ re) { s = dec($1); if (substr(s, 1, 1) == "/") { printf "%s%c", s, 0 > "p"; printf "%s%c", s, 0 } }
+  if (NF == 1 && $1 ~ re) {
+    s = dec($1)
+    if (substr(s, 1, 1) != "/") next
+    printf "%s%c", s, 0 > "p"; printf "%s%c", s, 0
+    if (!(s in wanted)) printf "%s%c", s, 0 > "d"
+  }
   next
 }
 mode == "inventory" {
@@ -155,6 +168,7 @@ FILENAME == "o" { printf "%s%c", $0, 0; seen[$0] = 1; next }
  *   @M path… @.            managed paths listed on the node
  *   V json                 inventory.json
  *   @L (dir path type user group uid gid mode size target)… @.   entries of listed directories
+ *                          (listDirs, and managed paths no longer requested)
  *   @S … @.                records (path type user group uid gid mode size target) and
  *                          "sha256  path" (sha256sum -z), in any order
  *   T path base64          current content of a changed small text file
@@ -169,7 +183,7 @@ const SCRIPT_BODY = String.raw`
 export LC_ALL=C
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 umask 077
-T=$(mktemp -d) || exit 90
+T=$(mktemp -d -t converge-probe.XXXXXXXX) || exit 90
 trap 'cd /; rm -rf "$T"' EXIT
 cd "$T" || exit 90
 : > p; : > w; : > d; : > a; : > n; : > c; : > e

@@ -70,13 +70,17 @@ export async function startNode(node: string, opts: FaultOptions = {}): Promise<
     const t0 = Date.now();
     const state = loadState(p.state);
     const n = nodeOf(state, node);
-    if (nodeAlive(p, n)) return 0;
-    if (!state.imageKey) throw new LabError('the lab has no image', 'run `converge lab up`');
-    const rootfs = join(imageCacheDir(), state.imageKey, 'rootfs');
-    if (!existsSync(rootfs)) throw new LabError(`the lab image ${state.imageKey} is missing`, 'run `converge lab up`');
+    if (nodeAlive(p, n)) {
+      // Already booted (perhaps by another lab run): still make sure it answers before returning.
+      await waitForSsh(node, { address: n.address, key: p.clientKey, knownHosts: p.knownHosts }, 90_000);
+      return Date.now() - t0;
+    }
+    // The kept disk is an overlay upper layer: it only makes sense on the image it was made on.
+    const rootfs = join(imageCacheDir(), n.image, 'rootfs');
+    if (!existsSync(rootfs)) throw new LabError(`${node}: its image ${n.image} is no longer cached`, `converge lab reset ${node}`);
     const specs = Object.values(state.nodes).map((x) => ({ name: x.name, address: x.address }));
     await prepareNode(p, rootfs, { name: n.name, address: n.address }, specs, false);
-    const booted = bootNode(p, { name: n.name, address: n.address }, state.imageKey);
+    const booted = bootNode(p, { name: n.name, address: n.address }, n.image);
     state.nodes[node] = booted;
     saveState(p.state, state);
     await waitForSsh(node, { address: n.address, key: p.clientKey, knownHosts: p.knownHosts }, 90_000);

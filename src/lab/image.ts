@@ -21,9 +21,11 @@ const VARIANT = 'minbase';
 /**
  * coreutils (sha256sum, stat), libc-bin (getent), tar, util-linux and mount
  * are Essential and come with minbase; the rest is what converge and the
- * tests rely on. No etcd: converge installs it.
+ * tests rely on. python3 rather than python3-minimal alone: Ansible's modules
+ * import stdlib modules (shutil, …) that python3-minimal lacks. No etcd:
+ * converge installs it.
  */
-export const IMAGE_PACKAGES = ['systemd', 'systemd-sysv', 'dbus', 'openssh-server', 'iproute2', 'python3-minimal', 'procps'] as const;
+export const IMAGE_PACKAGES = ['systemd', 'systemd-sysv', 'dbus', 'openssh-server', 'iproute2', 'python3-minimal', 'python3', 'procps'] as const;
 
 /** Root logs in with the lab's key only. MaxSessions: converge runs many channels per connection. */
 const SSHD_CONF = `# converge lab
@@ -106,6 +108,20 @@ async function removeStaleBuilds(cache: string): Promise<void> {
     await unmountUnder(dir);
     await runOk('rm', ['-rf', '--one-file-system', dir]);
   }
+}
+
+/** Remove cached images other than `keep` (older recipes), unless a node still runs on them. */
+export async function pruneImages(cache: string, keep: ReadonlySet<string>): Promise<string[]> {
+  const removed: string[] = [];
+  if (!existsSync(cache)) return removed;
+  for (const name of readdirSync(cache)) {
+    if (name.startsWith('.') || keep.has(name) || !existsSync(join(cache, name, 'meta.json'))) continue;
+    const dir = join(cache, name);
+    await unmountUnder(dir);
+    await runOk('rm', ['-rf', '--one-file-system', dir]);
+    removed.push(name);
+  }
+  return removed;
 }
 
 /** The cached image, building it first when there is none for the current recipe. */

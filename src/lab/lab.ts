@@ -10,7 +10,7 @@ import { LabError } from '../errors/index.js';
 import { allocateAddress, checkNodeName } from './addresses.js';
 import { ensureArtifacts } from './artifacts.js';
 import { ensureGitRepo, gitServerAlive, probeGitServer, readGitCredentials, startGitServer, stopGitServers } from './gitserver.js';
-import { ensureImage, type Image } from './image.js';
+import { ensureImage, pruneImages, type Image } from './image.js';
 import { withLock } from './lock.js';
 import { mountsUnder, unmountUnder } from './mounts.js';
 import { bridgePorts, deleteLink, ensureBridge, linkExists, linkIsUp, setLink } from './network.js';
@@ -198,9 +198,10 @@ async function unhealthy(p: LabPaths, nodes: NodeState[], log: Log): Promise<Nod
         log(`lab: ${n.name}'s link was left cut: restoring it`);
         await setLink(n.veth, true);
       }
+      // Generous: on a loaded machine a slow answer must not cost a healthy node its disk.
       for (let i = 0; i < 3; i++) {
-        if ((await sshRun(sshTarget(p, n.address), 'true', { timeoutMs: 6000, connectTimeoutSec: 2 })).code === 0) return null;
-        await sleep(500);
+        if ((await sshRun(sshTarget(p, n.address), 'true', { timeoutMs: 20_000, connectTimeoutSec: 5 })).code === 0) return null;
+        await sleep(1000);
       }
       return n;
     }),
@@ -291,6 +292,9 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabInfo> {
       log(`nodes: ${toBoot.length} booted and answering SSH in ${elapsed(tBoot)}`);
     }
     saveState(p.state, state);
+    const inUse = new Set([image.key, ...Object.values(state.nodes).map((n) => n.image)]);
+    const pruned = await pruneImages(imageCacheDir(), inUse);
+    if (pruned.length) log(`image: removed outdated image(s) ${pruned.join(', ')}`);
 
     await ensureGitRepo(p, desiredStateDir, log);
     if (!gitServerAlive(p, state.gitServer)) {
@@ -385,7 +389,8 @@ export async function labStatus(opts: LabOptions = {}): Promise<LabStatus> {
     base.nodes.map(async (n): Promise<LabNodeStatus> => {
       if (!n.running || !existsSync(p.knownHosts)) return { ...n, ssh: false, system: null, failedUnits: [] };
       const r = await sshRun(sshTarget(p, n.address), 'systemctl is-system-running; systemctl --failed --no-legend --plain | cut -d" " -f1', { timeoutMs: 8000, connectTimeoutSec: 3 });
-      if (r.code === 255) return { ...n, ssh: false, system: null, failedUnits: [] };
+      // The script ends with `cut`, so any other exit than 0 is SSH failing or timing out.
+      if (r.code !== 0) return { ...n, ssh: false, system: null, failedUnits: [] };
       const [system, ...failed] = r.stdout.trim().split('\n');
       return { ...n, ssh: true, system: system ?? null, failedUnits: failed.filter(Boolean) };
     }),

@@ -242,20 +242,7 @@ class EtcdPlanner {
       return;
     }
 
-    const members: Member[] = this.etcd.members.map((fact) => {
-      const desired = spec.members.find((d) => fact.peerUrls.includes(d.peerUrl));
-      const status = this.etcd.status[fact.id];
-      return {
-        fact,
-        id: fact.id,
-        name: fact.name || desired?.name || fact.peerUrls[0] || fact.id,
-        desired,
-        node: this.nodeOf(fact, desired),
-        status,
-        healthy: status?.healthy === true,
-        started: fact.name !== '' && fact.clientUrls.length > 0,
-      };
-    });
+    const members = this.etcd.members.map((fact) => this.member(fact));
     const byId = new Map(members.map((m) => [m.id, m]));
     const voters = members.filter((m) => !m.fact.isLearner);
     const learners = members.filter((m) => m.fact.isLearner);
@@ -355,6 +342,7 @@ class EtcdPlanner {
         this.removeMember(m, sim, removedIds, `${m.name} is down and not in the desired member set: remove it`, this.reachable(m.node));
       } else if (!this.reachable(m.node)) {
         this.deferred.push(`${m.node ?? m.name}: member ${m.name} is down (node unreachable)`);
+        blockers.push(`${m.name} is down (node unreachable)`);
       } else if (this.data(m.node) === 'unknown') {
         blockers.push(`${m.node}: the etcd data dir was not inspected`);
       }
@@ -470,7 +458,7 @@ class EtcdPlanner {
         return;
       }
       if (sim.leader === m.id) {
-        const to = this.leaderTarget(sim, [...this.etcd.members].map((f) => this.memberLike(f)), new Set([m.id]), []);
+        const to = this.leaderTarget(sim, this.etcd.members.map((f) => this.member(f)), new Set([m.id]), []);
         if (!to) {
           this.refuse(`refusing to remove ${m.name}: it leads and no other voter is healthy to take over`, 'bring the other members back first');
           return;
@@ -483,10 +471,20 @@ class EtcdPlanner {
     this.actions.push({ type: 'etcd.member.remove', node: m.node ?? '', resource: this.resource, name: m.name, memberId: m.id, moveDataDirAside, reason });
   }
 
-  private memberLike(fact: EtcdMemberFact): Member {
+  private member(fact: EtcdMemberFact): Member {
     const desired = this.spec.members.find((d) => fact.peerUrls.includes(d.peerUrl));
     const status = this.etcd.status[fact.id];
-    return { fact, id: fact.id, name: fact.name || desired?.name || fact.id, desired, node: this.nodeOf(fact, desired), status, healthy: status?.healthy === true, started: fact.name !== '' };
+    const node = this.nodeOf(fact, desired);
+    return {
+      fact,
+      id: fact.id,
+      name: fact.name || desired?.name || node || fact.peerUrls[0] || fact.id,
+      desired,
+      node,
+      status,
+      healthy: status?.healthy === true,
+      started: fact.name !== '' && fact.clientUrls.length > 0,
+    };
   }
 
   private addMember(d: EtcdMemberSpec, sim: Sim, members: Member[], removedIds: Set<string>, reason: string, existingId?: string): void {

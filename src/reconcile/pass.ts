@@ -117,11 +117,13 @@ export async function applyPlan(s: Session, plan: Plan, g: Gathered, o: ApplyOpt
       const node = byName.get(p.node);
       const facts = g.facts.get(p.node);
       if (!t || !node || !facts || !('paths' in facts)) throw new NodeError('E_CONNECT', p.node, 'no connection or facts for this node in this pass');
+      // A second part (the removals) starts from the inventory the first part recorded.
+      const recorded = results.get(p.node)?.inventory;
       return applyNodePlan(t, part(p), content(p.node), {
         commit: plan.commit,
         ...(o.onProgress ? { onProgress: o.onProgress } : {}),
         ...(o.signal ? { signal: o.signal } : {}),
-        inventory: { node, facts, now },
+        inventory: { node, facts: recorded ? { ...facts, inventory: recorded } : facts, now },
       });
     });
     for (const out of outcomes) {
@@ -131,7 +133,9 @@ export async function applyPlan(s: Session, plan: Plan, g: Gathered, o: ApplyOpt
         continue;
       }
       const r = out.value;
-      results.set(out.node.node, prev ? { ...r, outcomes: [...prev.outcomes, ...r.outcomes], performed: [...prev.performed, ...r.performed], execs: prev.execs + r.execs, durationMs: prev.durationMs + r.durationMs } : r);
+      const offset = prev ? prev.performed.length : 0;
+      const outcomes = r.outcomes.map((x) => ({ ...x, index: x.index + offset }));
+      results.set(out.node.node, prev ? { ...r, inventory: r.inventory ?? prev.inventory, outcomes: [...prev.outcomes, ...outcomes], performed: [...prev.performed, ...r.performed], execs: prev.execs + r.execs, durationMs: prev.durationMs + r.durationMs } : r);
     }
   };
 

@@ -257,12 +257,40 @@ test('lab up wrote the config: converge settings point at the lab with no flags'
   assert.not.match(printed, 'PRIVATE KEY');
 });
 
+test('settings: flags beat environment beat the config file beat defaults, each with its origin', () => {
+  const fixtures = join(projectDir, 'test', 'fixtures', 'lab');
+  const file = join(fixtures, 'config.json');
+  const env = { CONVERGE_CONFIG: file, CONVERGE_PARALLEL: '16', CONVERGE_SSH_KEY: 'env-key', CONVERGE_ETCD_CA: '/pki/ca.pem' };
+  const { config, origins } = resolveConfig({ parallel: 4, secrets: 'flag-secrets', json: true }, env, '/work/dir');
+  assert.is(config.parallel, 4);
+  assert.is(origins.parallel, 'flag');
+  assert.is(config.secretsDir, '/work/dir/flag-secrets', 'flag paths are relative to the current directory');
+  assert.is(config.sshKey, '/work/dir/env-key');
+  assert.is(origins.sshKey, 'env');
+  assert.is(config.etcdCa, '/pki/ca.pem');
+  assert.is(config.desiredState, join(projectDir, 'test', 'fixtures', 'ds'), 'file paths are relative to the file');
+  assert.is(origins.desiredState, `file:${file}`);
+  assert.is(config.knownHosts, '/etc/converge/known_hosts');
+  assert.is(config.repo, 'http://127.0.0.1:9/desired-state.git', 'a URL is not a path');
+  assert.is(config.branch, 'release');
+  assert.is(config.connectTimeoutMs, 10_000);
+  assert.is(origins.connectTimeoutMs, 'default');
+  assert.throws(() => resolveConfig({ config: join(fixtures, 'config-unknown-key.json') }, {}, '/'), /unknown setting "password"/);
+  assert.throws(() => resolveConfig({ config: join(fixtures, 'missing.json') }, {}, '/'), /does not exist/);
+  assert.throws(() => resolveConfig({}, { CONVERGE_PARALLEL: 'many' }, '/nonexistent'), /CONVERGE_PARALLEL: parallel must be a positive whole number/);
+  const none = resolveConfig({}, {}, '/nonexistent');
+  assert.is(none.file, null);
+  assert.is(none.config.parallel, 64);
+  assert.is(none.config.desiredState, '/nonexistent/desired-state');
+});
+
 test('lab status reports every node running, answering SSH, systemd up', async () => {
   const s = await labStatus();
   assert.ok(s.up);
   assert.ok(s.bridge.exists);
   assert.ok(s.git.answers);
-  for (const n of s.nodes) {
+  // Other suites may have added nodes of their own: the default three are this suite's.
+  for (const n of s.nodes.filter((x) => ['cp-a', 'cp-b', 'cp-c'].includes(x.name))) {
     assert.ok(n.ssh, `${n.name} answers SSH`);
     assert.ok(n.system === 'running' || n.system === 'degraded', `${n.name}: ${n.system} ${n.failedUnits.join(' ')}`);
   }
@@ -327,7 +355,8 @@ test('lab reset gives a node a fresh image in seconds, same address and host key
   const r = await labReset('cp-b');
   const ms = Date.now() - t0;
   process.stderr.write(`  lab reset cp-b took ${(ms / 1000).toFixed(1)} s\n`);
-  assert.ok(ms < 20_000, `reset took ${ms} ms`);
+  // A few seconds on an idle machine; the bound leaves room for a loaded CI runner.
+  assert.ok(ms < 60_000, `reset took ${ms} ms`);
   assert.ok(r.ms > 0);
   assert.is(sshOk(addr('cp-b'), 'ls /root/reset-marker /etc/etcd 2>&1 | grep -c "No such file"'), '2');
   assert.is(sshOk(addr('cp-b'), 'hostname'), 'cp-b');

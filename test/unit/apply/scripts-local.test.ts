@@ -11,6 +11,7 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { applyNodePlan, restoreFromBackup, type ContentResolver, type FileWriteAction } from '../../../src/apply/host.js';
 import { INVENTORY_PATH, MANAGED_PATHS_PATH, writeInventory } from '../../../src/apply/inventory.js';
+import { ConvergeError } from '../../../src/errors/index.js';
 import type { Inventory } from '../../../src/facts/types.js';
 import type { HostAction, NodePlan } from '../../../src/plan/types.js';
 import { localTransport, type LocalTransport } from './local-transport.js';
@@ -320,6 +321,18 @@ test('a failing content source or an abort cuts the upload short: target untouch
   assert.is(r.outcomes[1]?.status, 'skipped');
   assert.is(readFileSync(`${root}/t/f`, 'utf8'), 'old\n');
   assert.equal(temps('/var/lib/t'), []);
+
+  const missing = await applyNodePlan(
+    t,
+    plan([a, next]),
+    async () => {
+      throw new ConvergeError('E_CONFIG', `${NODE}: secret etcd-key for /var/lib/t/f is missing on this machine (/secrets/etcd-key.pem)`, { hint: 'check --secrets' });
+    },
+    { commit: null },
+  );
+  assert.is(missing.error?.message, `${NODE}: write /var/lib/t/f: cannot read the content: secret etcd-key for /var/lib/t/f is missing on this machine (/secrets/etcd-key.pem)`);
+  assert.is(missing.error?.hint, 'check --secrets');
+  assert.is(missing.execs, 0);
 
   const ac = new AbortController();
   const big = bigStream(32);

@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -301,6 +301,24 @@ test('wrong client key: E_CONNECT "authentication failed" naming the key path, n
   const buf = await refusal(base({ privateKey: readFileSync(strangerKey.path) }));
   assert.match(buf.message, /authentication failed .* with the configured key$/);
   noKeyMaterial(buf);
+});
+
+test('ssh-agent: the key held by the agent authenticates; an agent without it fails with E_CONNECT', async () => {
+  const sock = join(dir, 'agent.sock');
+  const agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' });
+  try {
+    for (let i = 0; i < 50 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+    execFileSync('ssh-add', [strangerKey.path], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: 'ignore' });
+    const e = await refusal(base({ privateKey: undefined, agent: sock }));
+    assert.is(e.code, 'E_CONNECT');
+    assert.is(e.message, `n1: authentication failed for root@127.0.0.1:${main.port} with the keys in ssh-agent (${sock})`);
+    execFileSync('ssh-add', [clientKey.path], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: 'ignore' });
+    const t = await connectSsh(base({ privateKey: undefined, agent: sock }));
+    assert.is((await t.exec('echo agent')).stdout.toString(), 'agent\n');
+    await t.close();
+  } finally {
+    agent.kill('SIGTERM');
+  }
 });
 
 test('unreadable, encrypted or missing credentials: E_CONNECT with a hint', async () => {

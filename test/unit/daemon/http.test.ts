@@ -21,7 +21,7 @@ function call(base: string, method: string, path: string, opts: { body?: Buffer 
     const body = opts.body === undefined ? undefined : Buffer.from(opts.body);
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     if (body !== undefined && !opts.chunked) headers['content-length'] = String(body.length);
-    const req = request(`${base}${path}`, { method, headers }, (res) => {
+    const req = request(`${base}${path}`, { method, headers, agent: false }, (res) => {
       const parts: Buffer[] = [];
       res.on('data', (c: Buffer) => parts.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString('utf8'), headers: res.headers }));

@@ -13,7 +13,7 @@ test('Git server down: the last good commit is still enforced, the error reporte
   const srv = await startTestGitServer({ 'ds/nodes.yaml': NODES, 'ds/files.yaml': motd('one\n') });
   const rec = recorder();
   const source = await openSource({ repo: srv.url, branch: 'main', path: 'ds', cacheDir: tempDir('cache'), auth: srv.creds, env: {} });
-  const daemon = new Daemon({ source, reconcile: rec.fn, log: createLogger({ level: 'silent' }), intervalMs: 0, backoffBaseMs: 50, backoffCapMs: 200 });
+  const daemon = new Daemon({ source, reconcile: rec.fn, log: createLogger({ level: process.env['DEBUG_LOG'] ? 'debug' : 'silent' }), intervalMs: 0, backoffBaseMs: 50, backoffCapMs: 200 });
   try {
     await daemon.start();
     await daemon.idle();
@@ -36,6 +36,8 @@ test('Git server down: the last good commit is still enforced, the error reporte
 
     await srv.up();
     const next = await srv.push({ 'ds/nodes.yaml': NODES, 'ds/files.yaml': motd('two\n') });
+    // The push's webhook (or the next poll).
+    daemon.trigger('webhook');
     await until(() => daemon.status().commitApplied === next, 5000, 'the new commit after the server returned');
     await daemon.idle();
     assert.is(daemon.status().source.ok, true);

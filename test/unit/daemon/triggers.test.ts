@@ -69,7 +69,7 @@ test('a git commit in a local repository starts a pass within 1 s (ref watch, no
 test('SIGTERM: the pass sees the abort, finishes its step, the process exits 0', async () => {
   const repo = makeRepo();
   repo.commit({ 'nodes.yaml': NODES });
-  const child = spawn(process.execPath, ['--import', 'tsx', join(here, '_watch-child.ts'), repo.dir, join(tempDir('state'), 'state.json')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', join(here, '../../fixtures/daemon/watch-child.ts'), repo.dir, join(tempDir('state'), 'state.json')], { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Record<string, unknown>[] = [];
   let stderr = '';
   let buf = '';
@@ -82,7 +82,7 @@ test('SIGTERM: the pass sees the abort, finishes its step, the process exits 0',
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   try {
-    await until(() => lines.some((l) => l['msg'] === 'test pass running'), 15_000, `the child's pass (stderr: ${stderr})`);
+    await until(() => lines.some((l) => l['msg'] === 'test pass running'), 60_000, `the child's pass (stderr: ${stderr})`);
     const t = Date.now();
     child.kill('SIGTERM');
     const code = await exited;

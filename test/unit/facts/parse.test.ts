@@ -120,6 +120,10 @@ test('local-hostile: managed paths from the node are stat-ed; junk lines in mana
   assert.equal(f.paths[`${R}/etc/gone.conf`], { exists: false });
   assert.is(file(f.paths[`${R}/etc/app/new\nline`]).type, 'file');
   assert.not.ok(Object.keys(f.paths).some((p) => !p.startsWith('/')));
+  // a managed directory no longer requested is listed (its whole tree); a requested one is not
+  assert.equal(f.dirListings[`${R}/etc/olddir`], [`${R}/etc/olddir/nested`, `${R}/etc/olddir/nested/leftover`]);
+  assert.is(file(f.paths[`${R}/etc/olddir/nested`]).type, 'dir');
+  assert.not.ok(`${R}/etc/sticky` in f.dirListings);
   assert.is(f.inventory?.commit, '0123456789abcdef0123456789abcdef01234567');
   assert.equal(Object.keys(f.inventory?.resources ?? {}), ['File/old', 'File/gone', 'Service/x']);
 });
@@ -146,6 +150,17 @@ test('lab-cp-a: units, including an alias and a unit that does not exist', () =>
   assert.equal(Object.keys(f.units).sort(), [...c.request.units].sort());
   assert.is(file(f.paths['/tmp/converge-test-fixture-lab/dir']).mode, '2750');
   assert.is(file(f.paths['/tmp/converge-test-fixture-lab/dir']).group, 'nogroup');
+});
+
+test('lab-applied: the inventory and managed-paths that apply wrote are read back; no content for secrets', () => {
+  const c = load('lab-applied');
+  const f = parseProbeOutput(c.request, c.stdout);
+  assert.ok(f.inventory && Object.keys(f.inventory.resources).length > 0);
+  const targets = Object.values(f.inventory.resources).filter((e) => e.kind === 'File' || e.kind === 'Directory').map((e) => e.target);
+  for (const p of targets) assert.ok(p in f.paths, p);
+  const textPaths = new Set(c.request.textWanted.map((t) => t.path));
+  for (const [p, fact] of Object.entries(f.paths)) if (fact.exists && fact.text !== undefined) assert.ok(textPaths.has(p), `text only for text files: ${p}`);
+  assert.ok(textPaths.size > 0 && [...textPaths].every((p) => !p.endsWith('-key.pem')));
 });
 
 test('output cut short anywhere is refused, never half-parsed', () => {

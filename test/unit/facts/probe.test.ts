@@ -22,10 +22,13 @@ test.after(() => rmSync(root, { recursive: true, force: true }));
 class LocalShell implements Transport {
   readonly node = 'local';
   execCount = 0;
-  constructor(private readonly cwd: string) {}
+  constructor(
+    private readonly cwd: string,
+    private readonly env: NodeJS.ProcessEnv = process.env,
+  ) {}
   async exec(script: string, opts: ExecOptions = {}): Promise<ExecResult> {
     this.execCount++;
-    const r = spawnSync('sh', ['-c', script], { input: opts.stdin as Buffer | string | undefined, cwd: this.cwd, maxBuffer: 64 * 1024 * 1024 });
+    const r = spawnSync('sh', ['-c', script], { input: opts.stdin as Buffer | string | undefined, cwd: this.cwd, env: this.env, maxBuffer: 64 * 1024 * 1024 });
     return { code: r.status ?? 255, stdout: r.stdout, stderr: r.stderr.toString() };
   }
   async close(): Promise<void> {}
@@ -159,6 +162,19 @@ test('gatherNodeFacts turns a failed probe into E_REMOTE naming the node', async
     assert.is((e as NodeError).code, 'E_REMOTE');
     assert.is((e as NodeError).message, 'n9: gathering facts failed (exit code 127): sh: 1: find: not found');
   }
+});
+
+test('the probe leaves no temporary files behind, also when it fails', async () => {
+  const tmp = join(root, 'tmpdir');
+  mkdirSync(tmp);
+  const t = new LocalShell(root, { ...process.env, TMPDIR: tmp });
+  // listing TMPDIR shows the probe its own working directory: it is there while it runs
+  const during = await gatherNodeFacts(t, request({ paths: ['/etc/hostname'], users: ['root'], listDirs: [tmp] }));
+  assert.is(during.dirListings[tmp]!.filter((p) => /\/converge-probe\.[A-Za-z0-9]{8}$/.test(p)).length, 1);
+  const p = buildProbe(request({}));
+  assert.is((await t.exec(p.script, { stdin: 'garbage\n' })).code, 91);
+  assert.is((await t.exec(p.script, { stdin: p.stdin })).code, 0);
+  assert.equal(readdirSync(tmp), []);
 });
 
 test('the parse of a local run equals a fresh run: the probe is deterministic', async () => {

@@ -1,0 +1,266 @@
+// `converge watch` as operators run it, against the lab: a real process
+// following a branch of the lab's Git server, rolling commits out to a real
+// node over SSH. Pushes and webhooks are real; latencies are measured.
+// The suite owns node wt-a and the branch watch-<run>; nothing else is touched.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { labReset, runOnNode } from '../../src/lab/index.js';
+import { signBody } from '../../src/daemon/webhook.js';
+import { ensureLab, projectDir, type TestLab } from '../helpers/lab.js';
+import { commitChange, git, gitEnv } from '../helpers/git.js';
+
+const RUN = randomBytes(3).toString('hex');
+const BRANCH = `watch-${RUN}`;
+const NODE = 'wt-a';
+const FILE = '/etc/converge-watch/motd';
+const SECRET = randomBytes(18).toString('base64url');
+/** The polling watcher's interval; the others poll rarely, so that only webhooks start their passes. */
+const INTERVAL_S = 3;
+const RARELY_S = 600;
+
+let lab: TestLab;
+const figures: string[] = [];
+
+interface Watcher {
+  proc: ChildProcess;
+  lines: (Record<string, unknown> & { msg?: string; time?: number })[];
+  url: string;
+  exited: Promise<number | null>;
+}
+const watchers: Watcher[] = [];
+
+function desiredState(motd: string, extraNodesYaml = ''): (dir: string) => void {
+  return (dir) => {
+    for (const e of readdirSync(dir)) if (e !== '.git') rmSync(join(dir, e), { recursive: true, force: true });
+    writeFileSync(join(dir, 'nodes.yaml'), `apiVersion: converge.dev/v1\nkind: Node\nmetadata:\n  name: ${NODE}\nspec:\n  address: ${lab.node(NODE).address}\n${extraNodesYaml}`);
+    writeFileSync(
+      join(dir, 'files.yaml'),
+      [
+        `apiVersion: converge.dev/v1\nkind: Directory\nmetadata:\n  name: watch-dir\nspec:\n  path: /etc/converge-watch\n  mode: "0755"\n`,
+        `apiVersion: converge.dev/v1\nkind: File\nmetadata:\n  name: watch-motd\nspec:\n  path: ${FILE}\n  mode: "0644"\n  content: ${JSON.stringify(motd)}\n`,
+      ].join('---\n'),
+    );
+  };
+}
+
+const push = (motd: string, message: string, extra = ''): Promise<string> => commitChange(desiredState(motd, extra), message, { branch: BRANCH });
+
+async function onNode(script: string): Promise<string> {
+  const r = await runOnNode(NODE, script);
+  assert.is(r.code, 0, `${NODE}: ${script}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+function http(url: string, method: string, path: string, body?: string | Buffer, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const b = body === undefined ? undefined : Buffer.from(body);
+    // agent: false: a fresh connection per request, so a keep-alive socket the server is closing is never reused.
+    const req = request(`${url}${path}`, { method, agent: false, headers: { ...headers, ...(b ? { 'content-length': String(b.length) } : {}) } }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (c: Buffer) => parts.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString() }));
+    });
+    req.on('error', reject);
+    req.end(b);
+  });
+}
+
+const status = async (w: Watcher): Promise<Record<string, any>> => JSON.parse((await http(w.url, 'GET', '/status')).body) as Record<string, any>;
+
+function hook(w: Watcher, ref = `refs/heads/${BRANCH}`, sign = true): Promise<{ status: number; body: string }> {
+  const body = JSON.stringify({ ref, after: '0'.repeat(40), repository: { full_name: 'lab/desired-state' } });
+  return http(w.url, 'POST', '/hooks/git', body, { 'content-type': 'application/json', 'x-github-event': 'push', ...(sign ? { 'x-hub-signature-256': signBody(SECRET, body) } : {}) });
+}
+
+async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined | false> | T | undefined | false): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function startWatcher(mode: 'enforce' | 'report', intervalS: number): Promise<Watcher> {
+  const cwd = mkdtempSync(join(tmpdir(), 'converge-watch-'));
+  const proc = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(projectDir, 'src/cli/main.ts'), 'watch'], {
+    cwd,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+      CONVERGE_REPO: lab.git.url,
+      CONVERGE_BRANCH: BRANCH,
+      CONVERGE_PATH: '.',
+      CONVERGE_GIT_CREDENTIALS: lab.git.credentialsFile,
+      CONVERGE_SSH_KEY: lab.sshKey,
+      CONVERGE_KNOWN_HOSTS: lab.knownHosts,
+      CONVERGE_SECRETS_DIR: lab.secretsDir,
+      CONVERGE_ARTIFACTS_DIR: lab.artifactsDir,
+      CONVERGE_WEBHOOK_SECRET: SECRET,
+      CONVERGE_LISTEN: '127.0.0.1:0',
+      CONVERGE_STATE_DIR: join(cwd, 'state'),
+      CONVERGE_INTERVAL: String(intervalS),
+      CONVERGE_MODE: mode,
+    },
+  });
+  const lines: Watcher['lines'] = [];
+  let buf = '';
+  let stderr = '';
+  proc.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    const parts = buf.split('\n');
+    buf = parts.pop() ?? '';
+    for (const p of parts) if (p.trim() !== '') lines.push(JSON.parse(p) as Watcher['lines'][number]);
+  });
+  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+  const listening = await until(`the watcher to listen (stderr: ${stderr})`, 30_000, () => lines.find((l) => l.msg === 'HTTP listening')?.['listen'] as string | undefined);
+  const w = { proc, lines, url: `http://${listening}`, exited };
+  watchers.push(w);
+  return w;
+}
+
+async function stopWatcher(w: Watcher): Promise<number | null> {
+  w.proc.kill('SIGTERM');
+  return w.exited;
+}
+
+test.before(async () => {
+  lab = await ensureLab({ nodes: [NODE] });
+  await labReset(NODE);
+  await push('first\n', 'watch test: initial');
+});
+
+test.after(async () => {
+  for (const w of watchers) w.proc.kill('SIGKILL');
+  try {
+    git(['push', '--quiet', lab.git.url, '--delete', `refs/heads/${BRANCH}`], tmpdir(), gitEnv({ url: lab.git.url, username: lab.git.username, password: lab.git.password }));
+  } catch {
+    // the branch may never have been made
+  }
+  if (figures.length) console.log(`\n  figures: ${figures.join('; ')}`);
+});
+
+let w: Watcher;
+
+test('the first pass rolls the branch out; /status shows it applied', async () => {
+  const t = Date.now();
+  w = await startWatcher('enforce', RARELY_S);
+  const head = git(['ls-remote', lab.git.url, `refs/heads/${BRANCH}`], tmpdir(), gitEnv({ url: lab.git.url, username: lab.git.username, password: lab.git.password })).split(/\s+/)[0];
+  await until('the first commit applied', 120_000, async () => (await status(w))['commitApplied'] === head);
+  figures.push(`start → first commit applied ${Date.now() - t} ms`);
+  assert.is(await onNode(`cat ${FILE}`), 'first');
+  assert.is((await http(w.url, 'GET', '/readyz')).status, 200);
+});
+
+test('a push with its webhook is rolled out: the pass starts within 1 s of the push', async () => {
+  const before = w.lines.length;
+  const commit = await push('second\n', 'watch test: webhook');
+  const pushed = Date.now();
+  const r = await hook(w);
+  assert.is(r.status, 202);
+  const started = await until('a pass after the webhook', 5_000, () => w.lines.slice(before).find((l) => l.msg === 'pass started' && (l['triggers'] as string[]).includes('webhook')));
+  const latency = (started.time as number) - pushed;
+  await until('the pushed commit applied', 60_000, async () => (await status(w))['commitApplied'] === commit);
+  const applied = Date.now() - pushed;
+  figures.push(`push → pass start (webhook) ${latency} ms, → applied ${applied} ms`);
+  assert.ok(latency < 1000, `the pass started ${latency} ms after the push`);
+  assert.is(await onNode(`cat ${FILE}`), 'second');
+});
+
+test('two commits in quick succession → passes at the newest only', async () => {
+  const before = w.lines.length;
+  const c1 = await push('fourth\n', 'watch test: burst 1');
+  const c2 = await push('fifth\n', 'watch test: burst 2');
+  await Promise.all([hook(w), hook(w)]);
+  await until('the newest commit applied', 60_000, async () => (await status(w))['commitApplied'] === c2);
+  const passCommits = w.lines.slice(before).filter((l) => l.msg === 'pass finished' || l.msg === 'pass failed').map((l) => l['commit']);
+  assert.not.ok(passCommits.includes(c1.slice(0, 12)), `a pass reconciled the intermediate commit: ${passCommits.join(', ')}`);
+  assert.is(await onNode(`cat ${FILE}`), 'fifth');
+});
+
+test('invalid YAML: not applied, reported with file:line; the last good commit stays enforced; the next good one applies', async () => {
+  const good = (await status(w))['commitApplied'] as string;
+  const bad = await commitChange((dir) => writeFileSync(join(dir, 'files.yaml'), 'apiVersion: converge.dev/v1\nkind: File\nmetadata: [unclosed\n'), 'watch test: broken YAML', { branch: BRANCH });
+  await hook(w);
+  const st = await until('the rejection', 30_000, async () => {
+    const s = await status(w);
+    return s['rejected']?.commit === bad ? s : undefined;
+  });
+  assert.is(st['rejected'].kind, 'invalid');
+  assert.ok((st['rejected'].diagnostics as string[]).some((d) => /^files\.yaml:\d+:\d+: /.test(d)), JSON.stringify(st['rejected']));
+  assert.is(st['commitApplied'], good);
+  assert.ok(w.lines.some((l) => l.msg === 'commit rejected: the desired state is invalid; nothing applied'));
+  // Drift made by hand meanwhile: the next pass (here started by a webhook) enforces the last good commit, not the rejected one.
+  await onNode(`echo hand-edit > ${FILE}`);
+  await hook(w);
+  await until('the last good commit enforced again', 30_000, async () => (await onNode(`cat ${FILE}`)) === 'fifth');
+  const fixed = await push('sixth\n', 'watch test: fixed');
+  await hook(w);
+  await until('the fixed commit applied', 60_000, async () => (await status(w))['commitApplied'] === fixed);
+  assert.is((await status(w))['rejected'], null);
+  assert.is(await onNode(`cat ${FILE}`), 'sixth');
+});
+
+test('webhook abuse against the live process: bad signature 401, no signature 401, huge body 413, other branch ignored', async () => {
+  const before = w.lines.filter((l) => l.msg === 'pass started').length;
+  assert.is((await hook(w, `refs/heads/${BRANCH}`, false)).status, 401);
+  const body = JSON.stringify({ ref: `refs/heads/${BRANCH}` });
+  assert.is((await http(w.url, 'POST', '/hooks/git', body, { 'x-hub-signature-256': signBody('wrong', body) })).status, 401);
+  assert.is((await http(w.url, 'POST', '/hooks/git', Buffer.alloc(2 * 1024 * 1024, 0x7b), { 'x-hub-signature-256': 'sha256=' + '0'.repeat(64) })).status, 413);
+  const other = await hook(w, 'refs/heads/main');
+  assert.is(other.status, 202);
+  assert.match(other.body, /ignored/);
+  await new Promise((r) => setTimeout(r, 300));
+  const webhookPasses = w.lines.filter((l) => l.msg === 'pass started').slice(before).filter((l) => (l['triggers'] as string[]).includes('webhook'));
+  assert.is(webhookPasses.length, 0);
+  const all = w.lines.map((l) => JSON.stringify(l)).join('\n') + JSON.stringify(await status(w)) + (await http(w.url, 'GET', '/metrics')).body;
+  assert.not.ok(all.includes(SECRET), 'the webhook secret leaked');
+  assert.not.ok(all.includes(lab.git.password), 'the Git password leaked');
+});
+
+test('SIGTERM: the watcher finishes and exits 0', async () => {
+  assert.is(await stopWatcher(w), 0);
+  assert.ok(w.lines.some((l) => l.msg === 'stopped'));
+});
+
+test('polling: a push is picked up within the interval, and drift made by hand is corrected within it', async () => {
+  const p = await startWatcher('enforce', INTERVAL_S);
+  await until('a first pass', 60_000, async () => (await status(p))['lastPass']?.result === 'ok');
+  const commit = await push('seventh\n', 'watch test: poll');
+  const pushed = Date.now();
+  await until('the polled commit applied', (INTERVAL_S * 1.1 + 30) * 1000, async () => (await status(p))['commitApplied'] === commit);
+  figures.push(`push → applied by polling ${Date.now() - pushed} ms (interval ${INTERVAL_S} s)`);
+  assert.is(await onNode(`cat ${FILE}`), 'seventh');
+  await onNode(`echo hand-edit > ${FILE}`);
+  const edited = Date.now();
+  await until('the hand edit corrected', (INTERVAL_S * 1.1 + 30) * 1000, async () => (await onNode(`cat ${FILE}`)) === 'seventh');
+  figures.push(`hand edit → corrected by polling ${Date.now() - edited} ms`);
+  assert.is(await stopWatcher(p), 0);
+});
+
+test('report mode: drift by hand is reported (status, metrics) and left alone', async () => {
+  const r = await startWatcher('report', INTERVAL_S);
+  await until('a first report pass', 60_000, async () => (await status(r))['lastPass']?.result === 'ok');
+  await onNode(`echo hand-edit > ${FILE}`);
+  const st = await until('the drift reported', (INTERVAL_S * 1.1 + 30) * 1000, async () => {
+    const s = await status(r);
+    return s['lastPass']?.result === 'drift' ? s : undefined;
+  });
+  const items = st['drift'][NODE].resources as { resource: string }[];
+  assert.ok(items.some((i) => i.resource === 'File/watch-motd'), JSON.stringify(items));
+  assert.match((await http(r.url, 'GET', '/metrics')).body, new RegExp(`converge_drifted_resources\\{node="${NODE}",kind="File"\\} 1`));
+  // Another interval: still not corrected.
+  await new Promise((res) => setTimeout(res, INTERVAL_S * 1.2 * 1000));
+  assert.is(await onNode(`cat ${FILE}`), 'hand-edit');
+  assert.is(await stopWatcher(r), 0);
+});
+
+test.run();

@@ -19,7 +19,7 @@ import { BRIDGE, DEFAULT_NODES, GIT_USER, HOST_ADDRESS, imageCacheDir, labDir as
 import { ensurePki } from './pki.js';
 import { ensureHostPackages, requireFreeDisk, requireRoot } from './prereq.js';
 import { elapsed, isSameProcess, runOk, sleep, terminate } from './proc.js';
-import { ensureClientKey, ensureHostKeys, hostPublicKeys, sshRun, waitForSsh, writeKnownHosts, type SshTarget } from './ssh.js';
+import { ensureClientKey, ensureHostKeys, hostPublicKeys, sshBanner, sshRun, waitForSsh, writeKnownHosts, type SshTarget } from './ssh.js';
 import { loadState, saveState, type LabState, type NodeState } from './state.js';
 
 export type Log = (line: string) => void;
@@ -187,8 +187,8 @@ function readRootSafe(pid: number): string {
 }
 
 /**
- * Nodes that run but do not answer SSH, after putting back any link a test
- * left cut: a lab that is "up" must be usable.
+ * Nodes that run but whose sshd does not answer, after putting back any link
+ * a test left cut: a lab that is "up" must be usable.
  */
 async function unhealthy(p: LabPaths, nodes: NodeState[], log: Log): Promise<NodeState[]> {
   if (!existsSync(p.knownHosts) || !existsSync(p.clientKey)) return nodes;
@@ -200,7 +200,7 @@ async function unhealthy(p: LabPaths, nodes: NodeState[], log: Log): Promise<Nod
       }
       // Generous: on a loaded machine a slow answer must not cost a healthy node its disk.
       for (let i = 0; i < 3; i++) {
-        if ((await sshRun(sshTarget(p, n.address), 'true', { timeoutMs: 20_000, connectTimeoutSec: 5 })).code === 0) return null;
+        if (await sshBanner(n.address, 5000)) return null;
         await sleep(1000);
       }
       return n;

@@ -5,6 +5,7 @@
  * under strict host key checking.
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, renameSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { LabError } from '../errors/index.js';
 import type { LabPaths } from './paths.js';
@@ -83,4 +84,23 @@ export async function waitForSsh(name: string, t: SshTarget, timeoutMs: number):
   }
   const why = (last?.stderr ?? '').trim().split('\n').slice(-2).join(' ');
   throw new LabError(`${name} (${t.address}) did not answer SSH within ${Math.round(timeoutMs / 1000)} s${why ? `: ${why}` : ''}`, `see its console log; \`converge lab reset ${name}\` gives it a fresh image`);
+}
+
+/** Whether sshd on `address` answers with its banner: a cheap liveness check, no key exchange. */
+export function sshBanner(address: string, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect({ host: address, port: 22, timeout: timeoutMs });
+    let got = '';
+    const done = (ok: boolean): void => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.on('data', (b: Buffer) => {
+      got += b.toString('latin1');
+      if (got.includes('\n')) done(got.startsWith('SSH-2.0-'));
+    });
+    sock.once('timeout', () => done(false));
+    sock.once('error', () => done(false));
+    sock.once('end', () => done(false));
+  });
 }

@@ -7,6 +7,7 @@
 import { loadEtcdTls, type EtcdTls } from '../connect/etcd.js';
 import { ConvergeError } from '../errors/index.js';
 import { gatherEtcdFacts } from '../facts/etcd.js';
+import { applyEtcdActions } from '../apply/etcd.js';
 import type { EtcdFacts, NodeFacts } from '../facts/types.js';
 import { planEtcd, type EtcdRefusal } from '../plan/etcd.js';
 import type { EtcdAction, Plan } from '../plan/types.js';
@@ -43,7 +44,17 @@ export function planEtcdSteps(s: Session, g: Gathered, host: Plan): { actions: E
   return { actions: p.actions, refusals: p.refusals };
 }
 
-export async function applyEtcdSteps(s: Session, plan: Plan, g: Gathered, o: ApplyOptions): Promise<EtcdStepResult> {
-  const { applyEtcdPlan } = await import('../apply/etcd.js');
-  return applyEtcdPlan(s, plan, g, o);
+export async function applyEtcdSteps(s: Session, plan: Plan, o: ApplyOptions): Promise<EtcdStepResult> {
+  const spec = s.state.etcd;
+  const tls = await etcdTls(s);
+  if (!spec || !tls) return { ok: true, log: [] };
+  const r = await applyEtcdActions(plan.etcd, {
+    spec,
+    tls,
+    transport: (node) => s.transports.get(node),
+    ...(o.log ? { log: o.log } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.now ? { now: o.now } : {}),
+  });
+  return { ok: r.ok, log: r.log, ...(r.error ? { error: r.error } : {}) };
 }

@@ -146,7 +146,7 @@ export async function applyPlan(s: Session, plan: Plan, g: Gathered, o: ApplyOpt
     if (hostFailed) {
       errors.push(new ConvergeError('E_APPLY', 'etcd steps not started: host changes failed on some node', { hint: 'fix the node errors above and apply again' }));
     } else {
-      etcd = await applyEtcdSteps(s, plan, g, o);
+      etcd = await applyEtcdSteps(s, plan, o);
       if (!etcd.ok && etcd.error) errors.push(etcd.error);
     }
   }

@@ -11,8 +11,8 @@ import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Etcd3 } from 'etcd3';
 import { localCluster, type LocalCluster } from '../unit/etcd/helpers/local-cluster.js';
+import { writer, quorumWatch, writeKeys, assertKeys } from '../unit/etcd/helpers/load.js';
 import { withEtcdClient } from '../../src/connect/etcd.js';
 import { gatherEtcdFacts, gatherEtcdNodeFacts } from '../../src/facts/etcd.js';
 import { planEtcd, type EtcdNodeView, type EtcdPlan } from '../../src/plan/etcd.js';
@@ -64,53 +64,10 @@ async function healthy(s: ResolvedEtcd, n: number): Promise<void> {
 }
 
 async function keysIntact(s: ResolvedEtcd): Promise<void> {
-  await withEtcdClient({ ...c.tls, endpoints: [s.members[0]!.clientUrl] }, async (e) => {
-    const all = await e.getAll().prefix('k/').strings();
-    assert.is(Object.keys(all).length, 1000, 'all 1000 keys are there');
-    for (let i = 0; i < 1000; i += 97) assert.is(all[`k/${String(i).padStart(4, '0')}`], `v${i}`);
-  });
+  await assertKeys(c.tls, s.members[0]!.clientUrl);
 }
 
-/** Puts a key every 100 ms through a client that retries on another member, as an application would. */
-function writer(s: ResolvedEtcd) {
-  const e = new Etcd3({
-    hosts: s.members.map((m) => m.clientUrl),
-    credentials: { rootCertificate: c.tls.ca, certChain: c.tls.cert, privateKey: c.tls.key },
-    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 2000 }),
-  });
-  let i = 0;
-  let ok = 0;
-  let failed = 0;
-  let failingSince: number | null = null;
-  let longest = 0;
-  let busy = false;
-  const timer = setInterval(() => {
-    if (busy) return;
-    busy = true;
-    const t = Date.now();
-    e.put(`w/${i++}`)
-      .value(String(t))
-      .then(
-        () => {
-          ok++;
-          if (failingSince !== null) longest = Math.max(longest, Date.now() - failingSince);
-          failingSince = null;
-        },
-        () => {
-          failed++;
-          failingSince ??= t;
-        },
-      )
-      .finally(() => (busy = false));
-  }, 100);
-  return {
-    stop(): { ok: number; failed: number; longestOutageMs: number } {
-      clearInterval(timer);
-      e.close();
-      return { ok, failed, longestOutageMs: failingSince !== null ? Math.max(longest, Date.now() - failingSince) : longest };
-    },
-  };
-}
+const writerFor = (s: ResolvedEtcd) => writer(c.tls, s.members.map((m) => m.clientUrl));
 
 test.before(async () => {
   c = localCluster(ALL, 24900);
@@ -121,9 +78,7 @@ test.before(async () => {
   const r = await apply(s, p.actions);
   assert.ok(r.ok, r.error?.message);
   figures.push(`bootstrap of 3: ${Date.now() - t0} ms`);
-  await withEtcdClient({ ...c.tls, endpoints: [s.members[0]!.clientUrl] }, async (e) => {
-    for (let i = 0; i < 1000; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => e.put(`k/${String(i + j).padStart(4, '0')}`).value(`v${i + j}`)));
-  });
+  await writeKeys(c.tls, s.members[0]!.clientUrl);
 });
 
 test.after(async () => {
@@ -146,10 +101,13 @@ test('rolling restart: followers first, the leader last after a leader move, quo
   const last = p.actions[3]!;
   const facts = await gatherEtcdFacts(s, c.tls);
   assert.is(facts.members.find((m) => m.name === (last as { name: string }).name)!.id, before, 'the leader restarts last');
-  const w = writer(s);
+  const w = writerFor(s);
+  const q = quorumWatch(s, c.tls);
   const t0 = Date.now();
   const r = await apply(s, p.actions);
   const figs = w.stop();
+  const quorumSeen = await q.stop();
+  assert.ok(quorumSeen.minHealthy >= 2, `healthy voters dropped to ${quorumSeen.minHealthy}`);
   assert.ok(r.ok, r.error?.message);
   figures.push(`rolling restart of 3: ${Date.now() - t0} ms; writer: ${figs.ok} ok, ${figs.failed} failed, longest outage ${figs.longestOutageMs} ms`);
   figures.push(`leader move: ${r.steps[2]!.timings.leaderMove} ms; member back healthy after restart: ${r.steps.filter((x) => x.timings.backHealthy).map((x) => x.timings.backHealthy).join(', ')} ms`);
@@ -163,7 +121,7 @@ test('scale 3 → 5 → 3: one member at a time, learner then voter; leaving mem
   const s5 = spec(FIVE);
   const p = await plan(s5);
   assert.equal(lines(p), ['etcd.member.add cp-d', 'etcd.member.add cp-e']);
-  const w = writer(spec(THREE));
+  const w = writerFor(spec(THREE));
   const t0 = Date.now();
   const r = await apply(s5, p.actions);
   assert.ok(r.ok, r.error?.message);

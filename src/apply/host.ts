@@ -227,6 +227,8 @@ export async function applyNodePlan(t: Transport, plan: NodePlan, content: Conte
   outcomes.sort((a, b) => a.index - b.index);
 
   if (!inv) return finish();
+  // A node whose plan was refused and that had nothing done is left exactly as it was, bookkeeping included.
+  if (performed.length === 0 && (plan.refusals?.length ?? 0) > 0) return finish(recorded ?? undefined);
   const final = nextInventory(recorded, inv.node, inv.facts, plan, opts.commit, now(), performed);
   if (sameInventory(final, recorded)) return finish(recorded ?? undefined);
   try {

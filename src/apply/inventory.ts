@@ -123,7 +123,9 @@ export function nextInventory(
   performed: readonly HostAction[] = plan.actions,
 ): Inventory {
   const done = new Set(performed.map(actionKey));
-  const complete = plan.actions.every((a) => done.has(actionKey(a)));
+  // A refused resource has no actions, so "all its actions done" would hold vacuously: it is not applied.
+  const refused = new Set((plan.refusals ?? []).map((r) => r.resource));
+  const complete = refused.size === 0 && plan.actions.every((a) => done.has(actionKey(a)));
   const oldEntries = Object.entries(old?.resources ?? {});
   const resources: Record<string, InventoryEntry> = {};
   const claimed = new Set<string>();
@@ -135,7 +137,7 @@ export function nextInventory(
     const prev = byId && same(byId) ? byId : oldEntries.find(([, e]) => same(e))?.[1];
     const entry: InventoryEntry = { kind: r.kind, target: r.target, created: prev ? prev.created : !existedBefore(r.kind, r.target, facts), prune: r.prune };
     const mine = plan.actions.filter((a) => a.resource === r.id);
-    const applied = r.enforce && mine.every((a) => done.has(actionKey(a)));
+    const applied = r.enforce && !refused.has(r.id) && mine.every((a) => done.has(actionKey(a)));
     const write = mine.find((a) => a.type === 'file.write');
     const values = applied ? { ...r.values, ...(write?.type === 'file.write' ? { sha256: write.sha256 } : {}) } : prev ? { sha256: prev.sha256, owner: prev.owner, group: prev.group, mode: prev.mode } : {};
     for (const k of ['sha256', 'owner', 'group', 'mode'] as const) {

@@ -92,6 +92,10 @@ async function main(argv: string[]): Promise<number> {
     .option('--webhook-secret-file <file>', 'shared secret for POST /hooks/git (no secret, no webhook)')
     .option('--rollback', 'return a node that fails a health gate to the last good commit')
     .option('--cache <dir>', 'where Git clones are cached')
+    .option('--state-dir <dir>', 'where the daemon keeps its state (default $STATE_DIRECTORY or .converge)')
+    .option('--webhook-listen <addr:port>', 'a separate address for POST /hooks/git only')
+    .option('--git-token-file <file>', 'file holding the Git token (never printed)')
+    .option('--log-level <level>', 'pino log level (info, debug, …)')
     .action(run(async (flags) => (await import('./commands.js')).watch(flags, out)));
 
   program

@@ -9,6 +9,7 @@
  * retries and circuit breakers turned off and a deadline on every call;
  * callers that want failover try the members one by one themselves.
  */
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Etcd3, type IOptions } from 'etcd3';
 import { ConfigError } from '../errors/index.js';
@@ -117,7 +118,42 @@ export async function loadEtcdTls(files: { caFile: string; certFile: string; key
     }
   };
   const [ca, cert, key] = await Promise.all([read(files.caFile, 'CA certificate'), read(files.certFile, 'certificate'), read(files.keyFile, 'key')]);
+  checkClientTls(files, { ca, cert, key });
   return { ca, cert, key };
+}
+
+/**
+ * What can be known about converge's own TLS files without a connection: a
+ * member answers a bad client certificate with a bare "bad certificate" alert,
+ * so an expired certificate or a key of another certificate is named here.
+ */
+export function checkClientTls(files: { caFile: string; certFile: string; keyFile: string }, tls: EtcdTls, now: Date = new Date()): void {
+  const hint = 'check the EtcdCluster client settings (or etcdCa/etcdCert/etcdKey) and the secrets directory';
+  let cert: X509Certificate;
+  try {
+    new X509Certificate(tls.ca);
+  } catch {
+    throw new ConfigError(`the etcd CA certificate ${files.caFile} is not a PEM certificate`, hint);
+  }
+  try {
+    cert = new X509Certificate(tls.cert);
+  } catch {
+    throw new ConfigError(`the etcd client certificate ${files.certFile} is not a PEM certificate`, hint);
+  }
+  const day = (d: string): string => new Date(d).toISOString().slice(0, 10);
+  if (new Date(cert.validTo).getTime() < now.getTime()) {
+    throw new ConfigError(`the etcd client certificate ${files.certFile} expired on ${day(cert.validTo)} (valid ${day(cert.validFrom)} to ${day(cert.validTo)})`, 'issue a new client certificate from the cluster\'s CA and put it in its place');
+  }
+  if (new Date(cert.validFrom).getTime() > now.getTime()) {
+    throw new ConfigError(`the etcd client certificate ${files.certFile} is not valid before ${day(cert.validFrom)}`, 'check the clock of this machine, or issue a certificate valid now');
+  }
+  let matches = false;
+  try {
+    matches = cert.checkPrivateKey(createPrivateKey(tls.key));
+  } catch {
+    throw new ConfigError(`the etcd client key ${files.keyFile} is not a PEM private key`, hint);
+  }
+  if (!matches) throw new ConfigError(`the etcd client key ${files.keyFile} does not belong to the certificate ${files.certFile}`, hint);
 }
 
 /**
@@ -131,6 +167,11 @@ export function etcdErrorText(e: unknown): string {
     .replace(/^\d+ [A-Z_]+: /, '')
     .replace(/\s+/g, ' ')
     .trim();
+  const alert = /alert ([a-z ]+?)(?::|$)/i.exec(text)?.[1];
+  if (alert) return `TLS: the member refused converge's client certificate (${alert})`;
+  if (/unable to verify|self[- ]signed|certificate verify failed|unable to get (local )?issuer/i.test(text)) {
+    return `TLS: the member's certificate is not signed by the etcd CA converge was given (${text.replace(/^Error: /, '').split(/[.(]/)[0]?.trim()})`;
+  }
   if (/ECONNREFUSED|connection refused/i.test(text)) return 'connection refused';
   if (/deadline exceeded/i.test(text)) return 'timed out';
   if (/EHOSTUNREACH|ENETUNREACH/i.test(text)) return 'no route to host';

@@ -84,7 +84,10 @@ export async function gatherEtcdFacts(spec: ResolvedEtcd, tls: EtcdTls, opts: Ga
     const probes = await Promise.all(first.map((u) => probe(clients, u, true)));
     const source = pickList(probes);
     if (!source?.members || !source.status) {
-      const errors = [...new Set(probes.map((p) => `${p.url}: ${p.error ?? 'no answer'}`))];
+      // One line per distinct error: a wrong CA fails the same way at every member.
+      const byError = new Map<string, string[]>();
+      for (const p of probes) byError.set(p.error ?? 'no answer', [...(byError.get(p.error ?? 'no answer') ?? []), p.url]);
+      const errors = [...byError].map(([err, urls]) => `${urls.join(', ')}: ${err}`);
       return { reachable: probes.some((p) => p.status), members: [], status: {}, alarms: [], error: `no etcd member answered with its member list (${errors.join('; ')})` };
     }
     const members = source.members.map(memberFact).sort((a, b) => (a.name || a.peerUrls[0] || '').localeCompare(b.name || b.peerUrls[0] || ''));
@@ -255,4 +258,17 @@ export async function unitActive(t: Transport, unit: string, timeoutMs = 10_000)
   const state = r.stdout.toString('utf8').trim().split('\n')[0] ?? '';
   if (state === '') throw new NodeError('E_REMOTE', t.node, `systemctl is-active ${unit} printed nothing${r.stderr.trim() ? `: ${r.stderr.trim()}` : ''}`);
   return state;
+}
+
+/**
+ * The host probe's facts of a member node completed with the etcd probe's:
+ * the unit as systemctl shows it, the initial env file's digest, the data
+ * dir judged by its write-ahead log, and the restarts still owed.
+ */
+export function withEtcdNodeFacts(host: NodeFacts, etcd: EtcdNodeFacts): NodeFacts {
+  const merged: NodeFacts = { ...host, units: { ...host.units, ...etcd.units }, paths: { ...host.paths, ...etcd.paths } };
+  if (etcd.etcdDataDir) merged.etcdDataDir = etcd.etcdDataDir;
+  if (etcd.etcdRestartPending) merged.etcdRestartPending = etcd.etcdRestartPending;
+  else delete merged.etcdRestartPending;
+  return merged;
 }

@@ -4,7 +4,7 @@
  * the sha256 pins of desired-state/ (File documents with spec.artifact).
  */
 import { createHash } from 'node:crypto';
-import { copyFileSync, chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, renameSync } from 'node:fs';
+import { copyFileSync, chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, renameSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { LabError } from '../errors/index.js';
@@ -19,6 +19,16 @@ export interface ArtifactPin {
 
 export function sha256File(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex');
+}
+
+/**
+ * sha256 of a file, remembered in `cache` by inode, size and mtime: the
+ * binaries are tens of MB and every lab up checks them.
+ */
+function cachedSha256(file: string, cache: Record<string, string>): string {
+  const st = statSync(file);
+  const id = `${file}:${st.ino}:${st.size}:${st.mtimeMs}`;
+  return (cache[id] ??= sha256File(file));
 }
 
 function yamlFiles(dir: string): string[] {
@@ -60,23 +70,39 @@ export interface ArtifactsResult {
 /**
  * Copy the host's etcd binaries into artifacts/ (when missing or changed) and
  * check them against the desired state's pins. A mismatch is an error: the
- * lab would hand converge binaries that the desired state refuses.
+ * lab would hand converge binaries that the desired state refuses. Digests
+ * are remembered in `cacheFile` (by inode, size and mtime) between runs.
  */
-export function ensureArtifacts(artifactsDir: string, desiredStateDir: string): ArtifactsResult {
+export function ensureArtifacts(artifactsDir: string, desiredStateDir: string, cacheFile: string): ArtifactsResult {
   mkdirSync(artifactsDir, { recursive: true, mode: 0o755 });
+  let cache: Record<string, string> = {};
+  try {
+    cache = JSON.parse(readFileSync(cacheFile, 'utf8')) as Record<string, string>;
+  } catch {
+    cache = {};
+  }
+  const used: Record<string, string> = {};
   const files: ArtifactsResult['files'] = [];
   for (const [name, hostPath, pkg] of ETCD_BINARIES) {
     if (!existsSync(hostPath)) throw new LabError(`${hostPath} is missing`, `apt-get install ${pkg}`);
     const dest = join(artifactsDir, name);
-    const want = sha256File(hostPath);
-    if (!existsSync(dest) || sha256File(dest) !== want) {
+    const want = cachedSha256(hostPath, cache);
+    if (!existsSync(dest) || cachedSha256(dest, cache) !== want) {
       const tmp = `${dest}.tmp-${process.pid}`;
       copyFileSync(hostPath, tmp);
       chmodSync(tmp, 0o755);
       renameSync(tmp, dest);
     }
-    files.push({ name, path: dest, sha256: want, size: statSync(dest).size });
+    const got = cachedSha256(dest, cache);
+    for (const f of [hostPath, dest]) {
+      const st = statSync(f);
+      const id = `${f}:${st.ino}:${st.size}:${st.mtimeMs}`;
+      used[id] = cache[id]!;
+    }
+    files.push({ name, path: dest, sha256: got, size: statSync(dest).size });
   }
+  writeFileSync(`${cacheFile}.tmp-${process.pid}`, JSON.stringify(used) + '\n');
+  renameSync(`${cacheFile}.tmp-${process.pid}`, cacheFile);
   if (!existsSync(desiredStateDir)) {
     return { files, pinCheck: `not checked: ${desiredStateDir} does not exist yet (checked on the next lab up)` };
   }

@@ -87,8 +87,11 @@ export async function ensureGitRepo(p: LabPaths, desiredStateDir: string, log: (
   if (!existsSync(join(p.gitRepo, 'HEAD'))) {
     await git(['init', '--quiet', '--bare', '--initial-branch=main', p.gitRepo], p.gitDir, 'creating the lab repository');
   }
-  await git(['config', 'http.receivepack', 'true'], p.gitRepo, 'configuring the lab repository');
-  await git(['symbolic-ref', 'HEAD', 'refs/heads/main'], p.gitRepo, 'configuring the lab repository');
+  const configured = readFileSync(join(p.gitRepo, 'config'), 'utf8').includes('receivepack = true') && readFileSync(join(p.gitRepo, 'HEAD'), 'utf8').trim() === 'ref: refs/heads/main';
+  if (!configured) {
+    await git(['config', 'http.receivepack', 'true'], p.gitRepo, 'configuring the lab repository');
+    await git(['symbolic-ref', 'HEAD', 'refs/heads/main'], p.gitRepo, 'configuring the lab repository');
+  }
   if (await hasMain(p.gitRepo)) return;
   if (!existsSync(desiredStateDir)) {
     log(`git: ${desiredStateDir} does not exist: the lab repository stays empty until the next lab up`);

@@ -266,7 +266,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabInfo> {
     writeKnownHosts(p.knownHosts, specs.map((s) => ({ ...s, keys: hostPublicKeys(nodePaths(p, s.name).hostKeys) })));
     const pki = await ensurePki(p, specs);
     if (pki.made.length) log(`pki: made ${pki.made.join(', ')} in ${p.secrets}`);
-    const art = ensureArtifacts(p.artifacts, desiredStateDir);
+    const art = ensureArtifacts(p.artifacts, desiredStateDir, join(p.root, 'artifacts-sha256.json'));
     log(`artifacts: ${art.files.map((f) => f.name).join(', ')} in ${p.artifacts}; sha256 pins ${art.pinCheck}`);
 
     if (toBoot.length) {

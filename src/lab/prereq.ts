@@ -2,8 +2,8 @@
  * What the lab needs from the host, and installing what is missing with
  * apt-get. Every failure says what is wrong and what to do.
  */
-import { existsSync, mkdirSync, readlinkSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { accessSync, constants, existsSync, mkdirSync, readlinkSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { LabError } from '../errors/index.js';
 import { findProcesses, run, terminate } from './proc.js';
 
@@ -36,9 +36,18 @@ export function requireRoot(): void {
   if (process.platform !== 'linux') throw new LabError(`the lab needs Linux (this is ${process.platform})`);
 }
 
-async function hasCommand(cmd: string): Promise<boolean> {
-  const r = await run('sh', ['-c', `command -v ${cmd}`]);
-  return r.code === 0;
+/** Whether `cmd` is an executable on PATH (plus the sbin folders, which root's PATH may lack). */
+function hasCommand(cmd: string): boolean {
+  const dirs = [...(process.env['PATH'] ?? '').split(':'), '/usr/sbin', '/sbin', '/usr/bin', '/bin'];
+  return dirs.some((d) => {
+    if (!d) return false;
+    try {
+      accessSync(join(d, cmd), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
 }
 
 /**
@@ -48,11 +57,11 @@ async function hasCommand(cmd: string): Promise<boolean> {
  */
 export async function ensureHostPackages(log: (line: string) => void): Promise<void> {
   const missing = new Set<string>();
-  for (const [cmd, pkg] of TOOLS) if (!(await hasCommand(cmd))) missing.add(pkg);
+  for (const [cmd, pkg] of TOOLS) if (!(hasCommand(cmd))) missing.add(pkg);
   for (const [, path, pkg] of ETCD_BINARIES) if (!existsSync(path)) missing.add(pkg);
   if (missing.size === 0) return;
   const pkgs = [...missing].sort();
-  if (!(await hasCommand('apt-get'))) {
+  if (!(hasCommand('apt-get'))) {
     throw new LabError(`missing host packages: ${pkgs.join(' ')}, and there is no apt-get to install them`, 'the lab runs on Debian or Ubuntu; install these packages by hand');
   }
   log(`installing host packages: ${pkgs.join(' ')}`);
@@ -83,7 +92,7 @@ export async function ensureHostPackages(log: (line: string) => void): Promise<v
     }
   }
   for (const [cmd, pkg] of TOOLS) {
-    if (!(await hasCommand(cmd))) throw new LabError(`${cmd} is still missing after installing ${pkg}`);
+    if (!(hasCommand(cmd))) throw new LabError(`${cmd} is still missing after installing ${pkg}`);
   }
 }
 

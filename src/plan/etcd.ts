@@ -209,9 +209,21 @@ class EtcdPlanner {
       });
       return;
     }
+    const running = withData.filter((n) => this.unitState(n) === 'active');
+    const why = this.etcd.error ? ` (${this.etcd.error})` : '';
+    const tls = /certificate|TLS|SSL|handshake|self[- ]signed/i.test(this.etcd.error ?? '');
+    if (running.length > 0 && tls) {
+      // etcd runs there and the connection failed in TLS: the fault is on converge's side
+      // (CA, client certificate, key), and advice to restore from a snapshot would be harmful.
+      this.refuse(
+        `no etcd member answers converge${why}, although etcd is active on ${running.join(', ')}, which hold${running.length === 1 ? 's' : ''} etcd data in ${this.spec.dataDir}`,
+        'check the TLS files converge uses to reach etcd (the EtcdCluster\'s client CA, certificate and key, or etcdCa/etcdCert/etcdKey): the CA must be the cluster\'s and the certificate valid and signed by it; converge never bootstraps over existing data',
+      );
+      return;
+    }
     const down = withData.map((n) => `${n} (etcd ${this.unitState(n)})`);
     this.refuse(
-      `no etcd member answers, but ${down.join(', ')} hold${withData.length === 1 ? 's' : ''} etcd data in ${this.spec.dataDir}: the cluster is down, not new`,
+      `no etcd member answers, but ${down.join(', ')} hold${withData.length === 1 ? 's' : ''} etcd data in ${this.spec.dataDir}: the cluster is down, not new${why}`,
       `start etcd on the members that hold data (systemctl start ${this.spec.unit}) or restore the cluster from a snapshot; converge never bootstraps over existing data`,
     );
   }

@@ -104,7 +104,7 @@ export function buildStatusReport(spec: ResolvedEtcd, etcd: EtcdFacts, units: Re
       else problems.push(`${who} is not in the desired member set`);
     }
   }
-  const missing = spec.members.filter((d) => !etcd.members.some((m) => m.peerUrls.includes(d.peerUrl))).map((d) => d.name);
+  const missing = etcd.members.length === 0 ? [] : spec.members.filter((d) => !etcd.members.some((m) => m.peerUrls.includes(d.peerUrl))).map((d) => d.name);
   for (const n of missing) problems.push(`${n} is in the desired member set but not in the cluster`);
   if (etcd.members.length > 0 && leaders.size === 0) problems.push('no leader');
   if (leaders.size > 1) problems.push(`members disagree on the leader (${[...leaders].map((l) => members.find((m) => m.id === l)?.name || l).join(', ')})`);

@@ -5,7 +5,11 @@
  * ratio from the same run. Figures are whatever was measured.
  *
  *   node --import tsx test/bench/run.ts [--only noop-check,noop-apply,full,scale-nodes,scale-files,latency]
- *        [--runs 5] [--budget-min 20] [--files 10,100,1000] [--rtt-ms 20] [--keep-nodes]
+ *        [--runs 5] [--budget-min 20] [--run-timeout-min 20] [--files 10,100,1000] [--rtt-ms 20] [--keep-nodes]
+ *
+ * --budget-min bounds each comparison: once it is spent, no new run starts
+ * (the runs done are reported, at least one of each tool). --run-timeout-min
+ * kills a single run that takes longer (reported as failed).
  *
  * The bench uses lab nodes of its own (cp-h … cp-q), never cp-a … cp-c,
  * and removes them at the end (unless --keep-nodes).
@@ -14,7 +18,7 @@ import { mkdtempSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { labReset, labRemoveNode, labUp, type LabInfo, type LabNode } from '../../src/lab/index.js';
+import { labInfo, labReset, labRemoveNode, labUp, type LabInfo, type LabNode } from '../../src/lab/index.js';
 import { projectDir } from '../helpers/lab.js';
 import { addLatency, removeRules, type Latency } from './latency/latency.js';
 import { load, machine, median, mib, seconds, type Machine } from './lib/stats.js';
@@ -39,7 +43,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { only: [...COMPARISONS], runs: 5, budgetMs: 20 * 60_000, files: [10, 100, 1000], rttMs: 20, keepNodes: false, runTimeoutMs: 30 * 60_000 };
+  const a: Args = { only: [...COMPARISONS], runs: 5, budgetMs: 20 * 60_000, files: [10, 100, 1000], rttMs: 20, keepNodes: false, runTimeoutMs: 20 * 60_000 };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const v = (): string => {
@@ -117,6 +121,19 @@ class Bench {
   readonly controlDir: string;
   readonly rows: Row[] = [];
   readonly started = new Date();
+  m!: Machine;
+  command = 'npm run bench';
+
+  /** Results so far to test/bench/results/<start time>.{json,md}: a run cut short still leaves its figures. */
+  save(final: boolean): void {
+    const md = markdown(this.m, this.rows, this.command, this.started);
+    const dir = join(projectDir, 'test', 'bench', 'results');
+    mkdirSync(dir, { recursive: true });
+    const stamp = this.started.toISOString().replace(/:/g, '-').slice(0, 19);
+    writeFileSync(join(dir, `${stamp}.json`), JSON.stringify({ started: this.started.toISOString(), complete: final, machine: this.m, command: this.command, args: this.args, rows: this.rows }, null, 2) + '\n');
+    writeFileSync(join(dir, `${stamp}.md`), md);
+    if (final) process.stdout.write(`\n${md}\nwritten: test/bench/results/${stamp}.json and .md\n`);
+  }
 
   constructor(readonly args: Args) {
     this.root = mkdtempSync(join(tmpdir(), 'converge-bench-'));
@@ -134,8 +151,22 @@ class Bench {
   }
 
 
+  /** The workspace's nodes are still the very containers it was made with, running. */
+  sameNodes(ws: Workspace): boolean {
+    const now = labInfo({ projectDir }).nodes;
+    return ws.nodes.every((n) => now.some((x) => x.name === n.name && x.running && x.pid === n.pid));
+  }
+
+  async revive(ws: Workspace, names: string[], op: Op, notes: string[], when: string): Promise<void> {
+    log(`   lab nodes were stopped by someone else (${when}): bringing them back`);
+    notes.push(`${when}: the lab nodes were restarted by another lab user; the run was repeated`);
+    ws.nodes = await this.ensureNodes(names);
+    if (op !== 'full') await this.converge(ws);
+  }
+
   async resetNodes(ws: Workspace): Promise<void> {
     for (const n of ws.nodes) await labReset(n.name);
+    ws.nodes = ws.nodes.map((n) => labInfo({ projectDir }).nodes.find((x) => x.name === n.name) ?? n);
     dropControlMasters(this.controlDir);
   }
 
@@ -151,10 +182,11 @@ class Bench {
   }
 
   /**
-   * One measured run of `tool`: for `full`, on freshly reset nodes, followed
-   * (untimed) by the other tool, which must find nothing to change.
+   * One measured run of `tool`: for `full`, on freshly reset nodes, and with
+   * `crossCheck` followed (untimed) by the other tool, which must find
+   * nothing to change.
    */
-  async runOnce(ws: Workspace, op: Op, tool: 'converge' | 'ansible'): Promise<{ r: RunResult; failure: string | null; crossOk: boolean | null; execs: number[] }> {
+  async runOnce(ws: Workspace, op: Op, tool: 'converge' | 'ansible', crossCheck: boolean): Promise<{ r: RunResult; failure: string | null; crossOk: boolean | null; execs: number[] }> {
     if (op === 'full') await this.resetNodes(ws);
     const r =
       tool === 'converge'
@@ -172,7 +204,7 @@ class Bench {
       else if (op !== 'full' && c.changed !== 0) failure = `a no-op run reported changed=${c.changed}`;
     }
     let crossOk: boolean | null = null;
-    if (op === 'full' && !failure) {
+    if (op === 'full' && crossCheck && !failure) {
       if (tool === 'converge') {
         const a = await this.t.ansible(ws, 'check', this.args.runTimeoutMs);
         const c = ansibleChanged(a.stdout);
@@ -203,14 +235,13 @@ class Bench {
     for (let i = 0; i < this.args.runs; i++) {
       const order: ('converge' | 'ansible')[] = i % 2 === 0 ? ['converge', 'ansible'] : ['ansible', 'converge'];
       for (const tool of order) {
-        let o = await this.runOnce(ws, op, tool);
-        if (o.failure && (/unreachable|not running|ECONNREFUSED|EHOSTUNREACH|No route|UNREACHABLE/i.test(o.failure))) {
-          // Another lab user may have restarted the lab under us: bring the nodes back and retry once.
-          log(`   ${tool}: ${o.failure}; bringing the nodes back and retrying`);
-          notes.push(`run ${i + 1} ${tool}: retried after nodes became unreachable`);
-          ws.nodes = await this.ensureNodes(names);
-          if (op !== 'full') await this.converge(ws);
-          o = await this.runOnce(ws, op, tool);
+        if (!this.sameNodes(ws)) await this.revive(ws, names, op, notes, `before run ${i + 1} ${tool}`);
+        let o = await this.runOnce(ws, op, tool, i === 0);
+        if (o.failure && !this.sameNodes(ws)) {
+          // Another lab user restarted the lab under us: bring the nodes back and run again.
+          log(`   ${tool}: ${o.failure}`);
+          await this.revive(ws, names, op, notes, `run ${i + 1} ${tool}`);
+          o = await this.runOnce(ws, op, tool, i === 0);
         }
         if (o.failure) fail[tool].push(`run ${i + 1}: ${o.failure}`);
         else res[tool].push(o.r);
@@ -245,6 +276,7 @@ class Bench {
     row.ratio = row.ansible.medianMs / row.converge.medianMs;
     log(`   median converge ${seconds(row.converge.medianMs)}, ansible ${seconds(row.ansible.medianMs)}: ${row.ratio.toFixed(1)}x`);
     this.rows.push(row);
+    this.save(false);
     return row;
   }
 
@@ -342,7 +374,7 @@ ${table}
 
 Times are wall-clock medians of each tool as an operator runs it (the CLI, \`node dist/cli/main.js\`, vs \`ansible-playbook\`), alternating the order every run.
 "CPU" is user+system time of the tool's processes on this machine (Ansible's includes its ssh and worker processes). Peak RSS is converge's \`Maximum resident set size\`.
-"same result": after each tool, the other one found nothing to change (files byte-identical, same owners and modes).
+"same result": after each tool's first run, the other one found nothing to change (files byte-identical, same owners and modes).
 
 ${growth(rows).join('\n')}
 ${notes.length ? `\nNotes:\n${notes.join('\n')}\n` : ''}${fails.length ? `\nFailed runs (not in the medians):\n${fails.join('\n')}\n` : ''}
@@ -362,6 +394,8 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  bench.m = m;
+  bench.command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim().replace(/ --$/, '');
   const cli = freezeBuild(bench.root);
   bench.t = tools(cli, (bench.lab = await labUp({ projectDir, nodes: NODES_3, log: (l) => log(`  [lab] ${l}`) })), bench.controlDir);
   const want = (c: Comparison): boolean => args.only.includes(c);
@@ -373,10 +407,6 @@ async function main(): Promise<void> {
       await bench.compare('scale-nodes', NODES_10, 0, 'noop-check');
       await bench.compare('scale-nodes', NODES_10, 0, 'noop-apply');
     }
-    if (want('scale-files')) {
-      for (const f of args.files) await bench.compare('scale-files', NODES_3, f, 'noop-check');
-      for (const f of args.files) await bench.compare('scale-files', NODES_3, f, 'full');
-    }
     if (want('latency')) {
       await bench.withLatency(NODES_3, async () => {
         await bench.compare('latency', NODES_3, 0, 'noop-check');
@@ -384,17 +414,14 @@ async function main(): Promise<void> {
         await bench.compare('latency', NODES_3, 0, 'full');
       });
     }
+    if (want('scale-files')) {
+      for (const f of args.files) await bench.compare('scale-files', NODES_3, f, 'noop-check');
+      for (const f of args.files) await bench.compare('scale-files', NODES_3, f, 'full');
+    }
   } finally {
     await bench.cleanup();
   }
-  const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim().replace(/ --$/, '');
-  const md = markdown(m, bench.rows, command, bench.started);
-  const dir = join(projectDir, 'test', 'bench', 'results');
-  mkdirSync(dir, { recursive: true });
-  const stamp = bench.started.toISOString().replace(/:/g, '-').slice(0, 19);
-  writeFileSync(join(dir, `${stamp}.json`), JSON.stringify({ started: bench.started.toISOString(), machine: m, command, args, rows: bench.rows }, null, 2) + '\n');
-  writeFileSync(join(dir, `${stamp}.md`), md);
-  process.stdout.write(`\n${md}\nwritten: test/bench/results/${stamp}.json and .md\n`);
+  bench.save(true);
 }
 
 main().catch((e: unknown) => {

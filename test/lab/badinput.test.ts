@@ -58,7 +58,15 @@ async function changedSince(node: string): Promise<string[]> {
     node,
     `find / /tmp -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /var/log/journal \\) -prune -o \\( -newer ${MARKER} -o -cnewer ${MARKER} \\) -print`,
   );
-  return out.split('\n').filter(Boolean).sort();
+  // The facts probe works in a private mktemp -d under /tmp, which touches /tmp itself (not what is in it).
+  return out.split('\n').filter((p) => p !== '' && p !== '/tmp').sort();
+}
+
+const VICTIM = '/srv/converge-badinput-victim';
+
+/** Each node case starts from an empty sandbox, whatever an earlier (failed) case left. */
+async function freshSandbox(): Promise<void> {
+  await onNode(NODE, `rm -rf ${SANDBOX} ${VICTIM} /tmp/pwned /var/lib/converge; mkdir -p ${SANDBOX}`);
 }
 
 async function pwnedOn(node: string): Promise<boolean> {
@@ -176,7 +184,7 @@ test.before(async () => {
 
 test.after(async () => {
   writeResults('badinput', 'Bad input', records);
-  await onNode(NODE, `rm -rf ${SANDBOX} /tmp/pwned`).catch(() => undefined);
+  await onNode(NODE, `rm -rf ${SANDBOX} ${VICTIM} /tmp/pwned /var/lib/converge`).catch(() => undefined);
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -248,8 +256,11 @@ badCase('unknown-node-flag', 'A --nodes name the desired state does not declare'
 // ---- 2. what the node holds -------------------------------------------------
 
 badCase('shell-metachar-path', 'Shell metacharacters in paths ($(…), backticks, quotes, ;, *, spaces): written literally', async () => {
+  await freshSandbox();
+  // '/' cannot be in a name, so the first is two nested directories (converge makes the outer one);
+  // the second spells /tmp without a slash: ${HOME%root} is '/'.
   const dirPath = `${SANDBOX}/a b'c"$(touch /tmp/pwned)`;
-  const filePath = `${dirPath}/\`touch /tmp/pwned\`;x \${HOME} *?[z] 'q' é`;
+  const filePath = `${dirPath}/\`cd \${HOME%root}tmp;touch pwned\`;x \${HOME} *?[z] 'q' é`;
   const content = `literal ${randomBytes(4).toString('hex')}\n`;
   const dir = bare({
     'files.yaml': doc('Directory', 'hostile-dir', { path: dirPath, mode: '0750' }) + doc('File', 'hostile', { path: filePath, content, mode: '0640' }),
@@ -262,11 +273,12 @@ badCase('shell-metachar-path', 'Shell metacharacters in paths ($(…), backticks
   assert.is(st.stdout.trim(), `640 root:root ${Buffer.byteLength(content)}`, st.stderr);
   const body = await runArgvOnNode(NODE, ['cat', '--', filePath]);
   assert.is(body.stdout, content);
-  const listing = await runArgvOnNode(NODE, ['ls', '-A', '--', SANDBOX]);
-  assert.is(listing.stdout.trim(), "a b'c\"$(touch /tmp/pwned)", 'exactly one entry, named literally');
+  const listing = await runArgvOnNode(NODE, ['find', SANDBOX, '-mindepth', '1', '-printf', '%y %P\\n']);
+  const parts = dirPath.slice(SANDBOX.length + 1).split('/');
+  const expected = [...parts.map((_, i) => `d ${parts.slice(0, i + 1).join('/')}`), `f ${filePath.slice(SANDBOX.length + 1)}`];
+  assert.equal(listing.stdout.trim().split('\n').sort(), expected.sort(), 'exactly these entries, named literally');
   assert.not.ok(await pwnedOn(NODE), '/tmp/pwned must never appear on the node');
   assert.not.ok(existsSync('/tmp/pwned'), '/tmp/pwned must never appear here');
-  await onNode(NODE, `rm -rf ${SANDBOX}/*`);
   return {
     did: 'applied: directory and file created with those exact names (stat, cat and ls checked), a second plan found nothing to do',
     lost: 'nothing to lose; /tmp/pwned never appeared on the node or here',
@@ -275,7 +287,8 @@ badCase('shell-metachar-path', 'Shell metacharacters in paths ($(…), backticks
 });
 
 badCase('symlink-at-path', 'A managed file path that is a symlink on the node (→ a file outside the sandbox)', async () => {
-  const victim = '/srv/converge-badinput-victim';
+  await freshSandbox();
+  const victim = VICTIM;
   await onNode(NODE, `mkdir -p ${victim} && printf 'original\\n' > ${victim}/secret.conf && ln -sfn ${victim}/secret.conf ${SANDBOX}/app.conf`);
   const dir = bare({ 'files.yaml': doc('File', 'app-conf', { path: `${SANDBOX}/app.conf`, content: 'written through the link\n' }) });
   await mark(NODE);
@@ -286,12 +299,12 @@ badCase('symlink-at-path', 'A managed file path that is a symlink on the node (�
   expectRefusal(a, 1, needle);
   assert.is((await onNode(NODE, `cat ${victim}/secret.conf; readlink ${SANDBOX}/app.conf`)).trim(), `original\n${victim}/secret.conf`);
   const lost = await assertUntouched(NODE);
-  await onNode(NODE, `rm -rf ${victim} ${SANDBOX}/app.conf`);
   return { did: `refused that path: ${code(msg)}`, lost: `${lost}; the link's target kept its content`, exits: { plan: p.code, apply: a.code } };
 });
 
 badCase('symlink-at-dir', 'A managed directory that is a symlink on the node (files declared below it)', async () => {
-  const victim = '/srv/converge-badinput-victim';
+  await freshSandbox();
+  const victim = VICTIM;
   await onNode(NODE, `mkdir -p ${victim} && ln -sfn ${victim} ${SANDBOX}/conf.d`);
   const dir = bare({
     'files.yaml': doc('Directory', 'conf-d', { path: `${SANDBOX}/conf.d` }) + doc('File', 'conf-d-main', { path: `${SANDBOX}/conf.d/main.conf`, content: 'x\n' }),
@@ -304,11 +317,11 @@ badCase('symlink-at-dir', 'A managed directory that is a symlink on the node (fi
   expectRefusal(a, 1, `${SANDBOX}/conf.d/main.conf`);
   assert.is((await onNode(NODE, `ls -A ${victim} | wc -l`)).trim(), '0', 'nothing was written into the link target');
   const lost = await assertUntouched(NODE);
-  await onNode(NODE, `rm -rf ${victim} ${SANDBOX}/conf.d`);
   return { did: `refused the directory and everything below it: ${code(msg)}`, lost: `${lost}; the link target stayed empty`, exits: { plan: p.code, apply: a.code } };
 });
 
 badCase('dir-where-file', 'A directory on the node where a file is declared', async () => {
+  await freshSandbox();
   await onNode(NODE, `mkdir -p ${SANDBOX}/settings && printf 'keep\\n' > ${SANDBOX}/settings/inner`);
   const dir = bare({ 'files.yaml': doc('File', 'settings', { path: `${SANDBOX}/settings`, content: 'a file\n' }) });
   await mark(NODE);
@@ -319,7 +332,6 @@ badCase('dir-where-file', 'A directory on the node where a file is declared', as
   expectRefusal(a, 1, needle);
   assert.is((await onNode(NODE, `cat ${SANDBOX}/settings/inner`)).trim(), 'keep');
   const lost = await assertUntouched(NODE);
-  await onNode(NODE, `rm -rf ${SANDBOX}/settings`);
   return { did: `refused that path: ${code(msg)}`, lost: `${lost}; the directory and its file kept`, exits: { plan: p.code, apply: a.code } };
 });
 

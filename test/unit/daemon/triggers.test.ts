@@ -92,7 +92,7 @@ test('SIGTERM: the pass sees the abort, finishes its step, the process exits 0',
     const order = ['signal received: finishing the current step, then exiting', 'test pass: abort seen, finishing the current step', 'test pass: step finished', 'pass aborted', 'stopped'];
     const idx = order.map((m) => msgs.indexOf(m));
     assert.ok(idx.every((i) => i >= 0), `missing log lines: ${JSON.stringify(msgs)}`);
-    assert.equal([...idx].sort((a, b) => a - b), idx, `log lines out of order: ${JSON.stringify(msgs)}`);
+    assert.equal([...idx].sort((a, b) => a - b), idx, `log lines out of order: ${JSON.stringify(lines.map((l) => [l["msg"], l["time"], l["pass"]]))}`);
     assert.ok(took >= 300, `exited after ${took} ms, before the step finished`);
     const passId = lines.find((l) => l['msg'] === 'test pass running')?.['pass'];
     assert.match(String(passId), /^[0-9a-f]{8}$/);

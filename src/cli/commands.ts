@@ -152,7 +152,7 @@ export function renderApplyReport(r: ApplyReport): string {
       }
     }
   }
-  if (r.etcd) for (const l of r.etcd.log) lines.push(`etcd: ${l}`);
+  if (r.etcd) lines.push(...r.etcd.log);
   if (r.verify && planHasChanges(r.verify)) {
     lines.push('left to do after apply:');
     lines.push(renderPlanText(r.verify));
@@ -176,10 +176,12 @@ export async function apply(flags: Flags, planFile: string | undefined, out: Out
     progress.done();
     if (flags['json']) out(JSON.stringify({ ok: report.ok, commit: p.commit, nodes: report.nodes.map((n) => ({ node: n.node, ok: n.ok, performed: n.performed.length, error: n.error?.message })), etcd: report.etcd?.log ?? [], errors: report.errors.map((e) => ({ code: e.code, message: e.message, hint: e.hint })) }, null, 2) + '\n');
     else out(renderApplyReport(report));
-    if (report.ok && s.state.etcd && !flags['json']) {
+    // The chapter's validation closes every apply: a cluster that is not
+    // healthy with one leader afterwards is a failed apply.
+    if (report.ok && s.state.etcd && !s.cfg.skipEtcd && !flags['json']) {
       const { statusCommand } = await import('./status.js');
       out('\n');
-      await statusCommand({ session: s, json: false, out });
+      return statusCommand({ session: s, json: false, out });
     }
     return report.ok ? EXIT.ok : EXIT.error;
   });

@@ -8,6 +8,10 @@ import { Command, CommanderError, Option } from 'commander';
 import { createRequire } from 'node:module';
 import { handleError, EXIT } from './exit.js';
 
+// grpc (under etcd3) warns on every TLS connection to an IP address; the
+// warning is about Node's future behaviour, not something an operator can act on.
+process.noDeprecation = true;
+
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
 const out = (s: string): void => {

@@ -140,6 +140,7 @@ async function readPlan(file: string): Promise<Plan> {
 export function renderApplyReport(r: ApplyReport): string {
   const lines: string[] = [];
   for (const n of r.nodes) {
+    if (n.outcomes.length === 0 && n.ok) continue;
     const ok = n.outcomes.filter((o) => o.status === 'ok').length;
     lines.push(`${n.node}: ${n.ok ? 'ok' : 'FAILED'} — ${ok}/${n.outcomes.length} steps in ${(n.durationMs / 1000).toFixed(1)} s (${n.execs} round trips)`);
     for (const o of n.outcomes) {

@@ -184,6 +184,7 @@ test.before(async () => {
 
 test.after(async () => {
   writeResults('badinput', 'Bad input', records);
+  if (daemon) await daemon.proc.stop();
   await onNode(NODE, `rm -rf ${SANDBOX} ${VICTIM} /tmp/pwned /var/lib/converge`).catch(() => undefined);
   rmSync(work, { recursive: true, force: true });
 });
@@ -440,5 +441,326 @@ badCase('git-token-wrong', 'A wrong Git token (lab Git server answers 401)', asy
   return { did: `refused: ${code(msg)}`, lost: `${lost}; the token is not in the output`, exits: { plan: p.code } };
 });
 
+
+// ---- 5. etcd: a cluster of three that converge bootstrapped --------------------------
+
+const ETCDCTL = 'ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/etcd/pki/ca.pem --cert=/etc/etcd/pki/etcd-client.pem --key=/etc/etcd/pki/etcd-client-key.pem';
+const CANARY_KEY = '/converge-badinput/canary';
+let canaryValue = '';
+let etcdReady = false;
+
+/** The project's desired state (the etcd chapter) on bi-a..bi-c: `nodes` declared, `members` in the cluster. */
+function etcdDesired(members: string[], nodes: string[] = members): string {
+  const dir = mkdtempSync(join(work, 'etcd-'));
+  cpSync(join(projectDir, 'desired-state'), dir, { recursive: true });
+  rmSync(join(dir, 'README.md'), { force: true });
+  writeFileSync(
+    join(dir, 'nodes.yaml'),
+    nodes.map((n) => `apiVersion: converge.dev/v1\nkind: Node\nmetadata:\n  name: ${n}\n  labels:\n    role: control-plane\nspec:\n  address: ${lab.node(n).address}\n`).join('---\n'),
+  );
+  const etcdYaml = readFileSync(join(dir, 'etcd.yaml'), 'utf8');
+  const replaced = etcdYaml.replace(/( +)members:\n(?:\1 +- node: .*\n)+/, (_m, ind: string) => `${ind}members:\n${members.map((m) => `${ind}  - node: ${m}\n`).join('')}`);
+  assert.ok(replaced !== etcdYaml, 'desired-state/etcd.yaml lists its members as "- node: NAME" lines');
+  writeFileSync(join(dir, 'etcd.yaml'), replaced);
+  return dir;
+}
+
+function etcdConn(dir: string): string[] {
+  return ['--repo', dir, '--secrets', lab.secretsDir, '--artifacts', lab.artifactsDir, '--ssh-key', lab.sshKey, '--known-hosts', lab.knownHosts];
+}
+
+/** The member list as etcdctl on bi-a sees it (ids, names, URLs, learner flags), and the canary key. */
+async function etcdState(): Promise<{ members: string; canary: string }> {
+  const members = (await onNode(ETCD_NODES[0]!, `${ETCDCTL} member list`)).trim().split('\n').sort().join('\n');
+  const canary = (await onNode(ETCD_NODES[0]!, `${ETCDCTL} get --print-value-only ${CANARY_KEY}`)).trim();
+  return { members, canary };
+}
+
+/** converge bootstraps the cluster (or finds it converged), then a canary key goes in. */
+async function ensureEtcd(): Promise<void> {
+  if (etcdReady) return;
+  const a = await runCli(['apply', ...etcdConn(etcdDesired(ETCD_NODES))], { timeoutMs: 600_000 });
+  assert.is(a.code, 0, `converge bootstraps etcd on ${ETCD_NODES.join(', ')}\n${describe(a)}`);
+  canaryValue = randomBytes(8).toString('hex');
+  await onNode(ETCD_NODES[0]!, `${ETCDCTL} put ${CANARY_KEY} ${canaryValue} >/dev/null`);
+  etcdReady = true;
+}
+
+/** Nothing changed on the etcd nodes (their data dirs aside: raft writes there on its own) and the cluster is as it was. */
+async function assertEtcdUntouched(before: { members: string; canary: string }): Promise<string> {
+  for (const n of ETCD_NODES) {
+    const changed = (await changedSince(n)).filter((p) => !p.startsWith('/var/lib/etcd'));
+    assert.equal(changed, [], `${n}: files changed although nothing may be applied:\n${changed.join('\n')}`);
+  }
+  const after = await etcdState();
+  assert.is(after.members, before.members, 'the member list is unchanged');
+  assert.is(after.canary, canaryValue, 'the canary key is intact');
+  return `${ETCD_NODES.join(', ')} unchanged; member list (${before.members.split('\n').length} started voters) and the canary key intact`;
+}
+
+async function markEtcd(): Promise<{ members: string; canary: string }> {
+  await ensureEtcd();
+  for (const n of ETCD_NODES) await mark(n);
+  return etcdState();
+}
+
+function openssl(args: string[], what: string): void {
+  const r = spawnSync('openssl', args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`openssl ${what}: ${r.stderr}`);
+}
+
+/** A CA that has nothing to do with the cluster's. */
+function strangerCa(): { cert: string; key: string } {
+  const dir = mkdtempSync(join(work, 'stranger-ca-'));
+  const cert = join(dir, 'ca.pem');
+  const key = join(dir, 'ca-key.pem');
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '30', '-subj', '/CN=not the etcd CA'], 'making a stranger CA');
+  return { cert, key };
+}
+
+/**
+ * A client certificate for CN=converge from `ca`, valid between the given
+ * dates. `openssl x509 -req` (3.0) has no explicit dates, `openssl ca` does:
+ * a throwaway CA database in a temporary folder.
+ */
+function clientCert(ca: { cert: string; key: string }, startdate: string, enddate: string): { cert: string; key: string } {
+  const dir = mkdtempSync(join(work, 'client-cert-'));
+  const key = join(dir, 'client-key.pem');
+  const csr = join(dir, 'client.csr');
+  const cert = join(dir, 'client.pem');
+  const cnf = join(dir, 'ca.cnf');
+  writeFileSync(join(dir, 'index.txt'), '');
+  writeFileSync(join(dir, 'serial'), `${randomBytes(8).toString('hex').replace(/^[89a-f]/, '7')}\n`);
+  writeFileSync(
+    cnf,
+    [
+      '[ca]', 'default_ca = throwaway',
+      '[throwaway]', `database = ${dir}/index.txt`, `new_certs_dir = ${dir}`, `serial = ${dir}/serial`, 'default_md = sha256', 'policy = any', 'x509_extensions = client', 'unique_subject = no',
+      '[any]', 'commonName = supplied',
+      '[client]', 'basicConstraints = critical,CA:FALSE', 'keyUsage = critical,digitalSignature,keyEncipherment', 'extendedKeyUsage = clientAuth',
+      '',
+    ].join('\n'),
+  );
+  openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key], 'making a client key');
+  openssl(['req', '-new', '-key', key, '-subj', '/CN=converge', '-out', csr], 'making a client request');
+  openssl(['ca', '-batch', '-notext', '-config', cnf, '-cert', ca.cert, '-keyfile', ca.key, '-in', csr, '-out', cert, '-startdate', startdate, '-enddate', enddate], 'signing a client certificate');
+  chmodSync(key, 0o600);
+  return { cert, key };
+}
+
+const labCa = (): { cert: string; key: string } => ({ cert: lab.caFile, key: join(lab.labDir, 'ca', 'ca-key.pem') });
+
+/** Run plan, apply and status with converge's etcd client TLS replaced by these files. */
+async function etcdTlsCase(tls: { ca: string; cert: string; key: string }, needle: string | RegExp): Promise<Outcome> {
+  const before = await markEtcd();
+  const dir = etcdDesired(ETCD_NODES);
+  const env = { CONVERGE_ETCD_CA: tls.ca, CONVERGE_ETCD_CERT: tls.cert, CONVERGE_ETCD_KEY: tls.key };
+  const p = await runCli(['plan', ...etcdConn(dir)], { env });
+  const a = await runCli(['apply', ...etcdConn(dir)], { env });
+  const s = await runCli(['status', ...etcdConn(dir)], { env });
+  const msg = expectRefusal(p, 1, needle);
+  expectRefusal(a, 1, needle);
+  expectRefusal(s, 1, needle);
+  const lost = await assertEtcdUntouched(before);
+  return { did: `refused: ${code(msg)}`, lost, exits: { plan: p.code, apply: a.code, status: s.code } };
+}
+
+badCase('etcd-wrong-ca', 'A wrong etcd CA (converge given a CA that did not sign the members)', async () => {
+  const other = strangerCa();
+  return etcdTlsCase({ ca: other.cert, cert: lab.clientCert, key: lab.clientKey }, "TLS: the member's certificate is not signed by the etcd CA converge was given");
+});
+
+badCase('etcd-expired-client-cert', 'An expired etcd client certificate (signed by the lab CA, valid January 2020)', async () => {
+  const expired = clientCert(labCa(), '20200101000000Z', '20200201000000Z');
+  return etcdTlsCase({ ca: lab.caFile, cert: expired.cert, key: expired.key }, `the etcd client certificate ${expired.cert} expired on 2020-02-01`);
+});
+
+badCase('etcd-foreign-client-cert', 'An etcd client certificate from another CA (valid, but not the cluster\'s)', async () => {
+  const foreign = clientCert(strangerCa(), '20200101000000Z', '20991231000000Z');
+  return etcdTlsCase({ ca: lab.caFile, cert: foreign.cert, key: foreign.key }, "TLS: the member refused converge's client certificate");
+});
+
+badCase('etcd-wrong-client-key', 'An etcd client key that belongs to another certificate', async () => {
+  const other = clientCert(labCa(), '20200101000000Z', '20991231000000Z');
+  return etcdTlsCase({ ca: lab.caFile, cert: lab.clientCert, key: other.key }, `the etcd client key ${other.key} does not belong to the certificate ${lab.clientCert}`);
+});
+
+badCase('etcd-quorum-3-to-1', 'A member set change that loses fault tolerance: 3 → 1 (remove two of three members)', async () => {
+  const before = await markEtcd();
+  const dir = etcdDesired([ETCD_NODES[0]!]);
+  const p = await runCli(['plan', ...etcdConn(dir)]);
+  const a = await runCli(['apply', ...etcdConn(dir)]);
+  const needle = `refusing to shrink the etcd cluster from 3 to 1 member: removing ${ETCD_NODES[1]}, ${ETCD_NODES[2]}`;
+  const msg = expectRefusal(p, 1, needle);
+  expectRefusal(a, 1, needle);
+  const lost = await assertEtcdUntouched(before);
+  return { did: `refused: ${code(msg)}`, lost, exits: { plan: p.code, apply: a.code } };
+});
+
+// ---- 6. the daemon's webhook -------------------------------------------------------------
+
+interface Daemon {
+  proc: CliProcess;
+  url: string;
+  secret: string;
+}
+
+let daemon: Daemon | null = null;
+
+/** A Git repository (branch main) holding `dir` as its one commit. */
+function gitRepoOf(dir: string): string {
+  const env = { ...process.env, GIT_CONFIG_GLOBAL: '/dev/null', GIT_CONFIG_NOSYSTEM: '1', GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@converge.invalid', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@converge.invalid' };
+  for (const args of [['init', '-q', '-b', 'main'], ['add', '-A'], ['commit', '-q', '-m', 'desired state']]) {
+    const r = spawnSync('git', args, { cwd: dir, env, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`git ${args[0]}: ${r.stderr}`);
+  }
+  return dir;
+}
+
+/** `converge watch` in report mode on cp-f's desired state, webhook on, no polling; waits for its first pass. */
+async function startDaemon(): Promise<Daemon> {
+  if (daemon) return daemon;
+  const secret = randomBytes(24).toString('hex');
+  const secretFile = join(work, 'webhook-secret');
+  writeFileSync(secretFile, `${secret}\n`, { mode: 0o600 });
+  const repo = gitRepoOf(desired(null));
+  const proc = startCli(['watch', ...conn(repo), '--mode', 'report', '--interval', '0', '--listen', '127.0.0.1:0', '--webhook-secret-file', secretFile], {
+    env: { CONVERGE_STATE_DIR: mkdtempSync(join(work, 'state-')) },
+    timeoutMs: 1_800_000,
+  });
+  const until = Date.now() + 120_000;
+  let url: string | null = null;
+  while (Date.now() < until && url === null) {
+    const m = /"listen":"([^"]+)"/.exec(proc.stdout());
+    if (m) url = `http://${m[1]}`;
+    else if (proc.child.exitCode !== null) break;
+    else await new Promise((r) => setTimeout(r, 200));
+  }
+  if (url === null) throw new Error(`converge watch did not start listening:\n${describe(await proc.stop())}`);
+  daemon = { proc, url, secret };
+  await waitPasses(1);
+  return daemon;
+}
+
+async function get(url: string): Promise<{ status: number; body: string }> {
+  const r = await fetch(url);
+  return { status: r.status, body: await r.text() };
+}
+
+/** converge_passes_total summed over results. */
+async function passes(): Promise<number> {
+  const { body } = await get(`${daemon!.url}/metrics`);
+  return [...body.matchAll(/^converge_passes_total\{[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+}
+
+async function waitPasses(n: number, ms = 120_000): Promise<number> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const now = await passes();
+    const st = JSON.parse((await get(`${daemon!.url}/status`)).body) as { current: unknown };
+    if (now >= n && st.current === null) return now;
+    if (Date.now() > until) throw new Error(`the daemon ran ${now} passes, expected ${n}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+interface Raw {
+  status: number;
+  body: string;
+  ms: number;
+}
+
+/** One HTTP request with full control over headers and body. */
+function post(path: string, body: Buffer, headers: Record<string, string>): Promise<Raw> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const req = request(`${daemon!.url}${path}`, { method: 'POST', headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), ms: Date.now() - started }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+const pushBody = (): Buffer => Buffer.from(JSON.stringify({ ref: 'refs/heads/main', after: 'a'.repeat(40) }));
+
+/** No pass followed the request (the control test shows that one would have been seen). */
+async function noPassSince(before: number): Promise<string> {
+  await new Promise((res) => setTimeout(res, 3000));
+  const after = await passes();
+  assert.is(after, before, 'no reconcile pass was triggered');
+  assert.not.ok(await pwnedOn(NODE));
+  return `no pass triggered (converge_passes_total stayed ${before}); the daemon runs in report mode on ${NODE}, which stayed unchanged`;
+}
+
+test('webhook control: a correctly signed push is accepted and triggers a pass', async () => {
+  await startDaemon();
+  const before = await passes();
+  const body = pushBody();
+  const r = await post('/hooks/git', body, { 'content-type': 'application/json', 'x-github-event': 'push', 'x-hub-signature-256': signBody(daemon!.secret, body) });
+  assert.is(r.status, 202, r.body);
+  assert.ok(JSON.parse(r.body).accepted);
+  await waitPasses(before + 1);
+});
+
+badCase('webhook-bad-signature', 'Webhook with a bad signature (signed with another secret)', async () => {
+  await startDaemon();
+  const before = await passes();
+  const body = pushBody();
+  const r = await post('/hooks/git', body, { 'content-type': 'application/json', 'x-github-event': 'push', 'x-hub-signature-256': signBody('not-the-secret', body) });
+  assert.is(r.status, 401, r.body);
+  const lost = await noPassSince(before);
+  assert.match(daemon!.proc.stdout(), /webhook refused: bad signature/);
+  return { did: `refused: HTTP 401 ${code(r.body.trim())}, logged "webhook refused: bad signature"`, lost, exits: {} };
+});
+
+badCase('webhook-no-signature', 'Webhook with no signature', async () => {
+  await startDaemon();
+  const before = await passes();
+  const r = await post('/hooks/git', pushBody(), { 'content-type': 'application/json', 'x-github-event': 'push' });
+  assert.is(r.status, 401, r.body);
+  const lost = await noPassSince(before);
+  return { did: `refused: HTTP 401 ${code(r.body.trim())}`, lost, exits: {} };
+});
+
+badCase('webhook-oversized', 'Webhook with an oversized body (8 MiB, declared and chunked)', async () => {
+  await startDaemon();
+  const before = await passes();
+  const big = Buffer.alloc(8 * 1024 * 1024, 0x61);
+  const declared = await post('/hooks/git', big, { 'content-type': 'application/json', 'x-hub-signature-256': signBody(daemon!.secret, big) }).catch((e: Error) => ({ status: -1, body: e.message, ms: 0 }));
+  const chunked = await post('/hooks/git', big, { 'content-type': 'application/json', 'transfer-encoding': 'chunked', 'x-hub-signature-256': signBody(daemon!.secret, big) }).catch((e: Error) => ({ status: -1, body: e.message, ms: 0 }));
+  assert.is(declared.status, 413, `declared length: ${declared.body}`);
+  assert.ok(chunked.status === 413 || chunked.status === -1, `chunked: the daemon answers 413 or hangs up, got ${chunked.status} ${chunked.body}`);
+  const lost = await noPassSince(before);
+  const health = await get(`${daemon!.url}/healthz`);
+  assert.is(health.status, 200, 'the daemon still answers');
+  return { did: `refused: HTTP 413 ${code(declared.body.trim())} (declared), ${chunked.status === 413 ? 'HTTP 413' : 'connection closed'} (chunked); still healthy`, lost, exits: {} };
+});
+
+badCase('webhook-slow-client', 'Webhook from a slow client that never finishes its request', async () => {
+  await startDaemon();
+  const before = await passes();
+  const { hostname, port } = new URL(daemon!.url);
+  const started = Date.now();
+  const closed = await new Promise<{ ms: number; reply: string }>((resolve) => {
+    const sock = connect({ host: hostname, port: Number(port) });
+    let reply = '';
+    sock.on('data', (d: Buffer) => (reply += d.toString('utf8')));
+    sock.on('close', () => resolve({ ms: Date.now() - started, reply }));
+    sock.on('error', () => undefined);
+    sock.write(`POST /hooks/git HTTP/1.1\r\nHost: ${hostname}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"ref":`);
+    const drip = setInterval(() => sock.write(' '), 1000);
+    sock.on('close', () => clearInterval(drip));
+    setTimeout(() => sock.destroy(), 60_000);
+  });
+  assert.ok(closed.ms < 30_000, `the daemon hung up after ${closed.ms} ms (bound: the request timeout, 10 s)`);
+  const health = await get(`${daemon!.url}/healthz`);
+  assert.is(health.status, 200, 'the daemon still answers');
+  const lost = await noPassSince(before);
+  const status = /^HTTP\/1\.1 (\d+)/.exec(closed.reply)?.[1];
+  return { did: `hung up after ${(closed.ms / 1000).toFixed(1)} s${status ? ` with HTTP ${status}` : ''} (a byte a second never finishes the body); still healthy`, lost, exits: {} };
+});
 
 test.run();

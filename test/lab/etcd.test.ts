@@ -79,7 +79,8 @@ async function pass(dir: string, o: { apply?: boolean; nodes?: string[]; onLog?:
 
 function ok(r: PassResult): void {
   assert.ok(r.report, 'applied');
-  assert.ok(r.report!.ok, r.report!.errors.map((e) => `${e.message}${e.hint ? ` (${e.hint})` : ''}`).join('\n'));
+  const left = (r.report!.verify?.nodes ?? []).flatMap((n) => n.actions.map((a) => `${n.node}: ${a.type} (${a.reason})`));
+  assert.ok(r.report!.ok, [...r.report!.errors.map((e) => `${e.message}${e.hint ? ` (${e.hint})` : ''}`), ...left, ...(r.report!.verify?.etcd ?? []).map((a) => `etcd: ${a.type} (${a.reason})`)].join('\n'));
 }
 
 function etcdSteps(p: Plan): string[] {

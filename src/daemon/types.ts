@@ -20,6 +20,11 @@ export interface ReconcileJob {
   mode: Mode;
   /** Logger bound to this pass (`pass` field). */
   log: Logger;
+  /**
+   * With --rollback, the last good commit: nodes this commit's rollout changed
+   * are returned to it when the rollout halts at a health gate. Null: no rollback.
+   */
+  rollbackTo: string | null;
 }
 
 /**
@@ -37,9 +42,25 @@ export interface DriftItem {
   /** `Kind/name`, or an etcd member as `EtcdMember/<name>`. */
   resource: string;
   kind: string;
-  /** corrective: the node changed under us; intentional: Git changed, not rolled out yet. */
+  /** corrective: the node changed under us; intentional: Git changed, not rolled out yet. Absent for etcd membership. */
   label?: 'corrective' | 'intentional';
   field?: string;
+  /** Path, unit or account name. */
+  target?: string;
+}
+
+/** Nodes returned to the last good commit after a rollout halted. */
+export interface RollbackSummary {
+  toCommit: string;
+  /** The nodes the halted rollout had changed, which the rollback re-applied the last good commit to. */
+  nodes: string[];
+  ok: boolean;
+  /** Actions the rollback applied. */
+  changes: number;
+  durationMs: number;
+  error?: string;
+  /** Changed nodes that the last good commit does not declare: left as they are. */
+  skipped?: string[];
 }
 
 export interface NodeSummary {
@@ -61,11 +82,15 @@ export interface PassSummary {
   nodes?: NodeSummary[];
   /** null when the desired state has no etcd cluster. */
   etcd?: { reachable: boolean; members: { name: string; state: string }[] } | null;
+  /** Drift found before applying (enforce mode: what this pass corrected or rolled out). */
+  driftBefore?: { corrective: number; intentional: number };
+  /** A halted rollout whose nodes were returned to the last good commit. */
+  rolledBack?: RollbackSummary;
 }
 
 export type ReconcileFn = (job: ReconcileJob) => Promise<PassSummary>;
 
-export type TriggerReason = 'start' | 'poll' | 'webhook' | 'watch' | 'retry' | 'resume' | 'backoff' | 'fallback';
+export type TriggerReason = 'start' | 'poll' | 'webhook' | 'watch' | 'retry' | 'resume' | 'backoff' | 'fallback' | 'elected';
 
 /** The result label of a pass, as counted in converge_passes_total. */
 export type PassResultLabel = PassOutcome | 'skipped';
@@ -87,6 +112,10 @@ export interface PassRecord {
   sourceError?: string;
   diagnostics?: string[];
   changes?: number;
+  driftBefore?: { corrective: number; intentional: number };
+  rolledBack?: RollbackSummary;
+  /** The watch instance that ran the pass (with --coordination). */
+  instance?: string;
 }
 
 export interface RejectedCommit {
@@ -95,12 +124,36 @@ export interface RejectedCommit {
   error: string;
   diagnostics: string[];
   at: string;
+  /** What the rollback after the halt did. */
+  rolledBack?: RollbackSummary;
+}
+
+/** This instance's part in the election among watchers (--coordination). */
+export interface ElectionStatus {
+  /** This instance's id, the value it campaigns with. */
+  id: string;
+  /** The election's name in etcd. */
+  name: string;
+  leader: boolean;
+  /** The current leader's id as etcd last showed it; null when unknown or none. */
+  leaderId: string | null;
+  /** When this instance last became leader. */
+  since: string | null;
+  ttlSeconds: number;
+  /** The coordination endpoint could not be reached or the campaign failed: why. */
+  error?: string;
 }
 
 export interface DaemonStatus {
   repo: string;
   branch: string;
   mode: Mode;
+  /** Whether this instance reconciles: always true without --coordination; the elected one with it. */
+  leader: boolean;
+  election: ElectionStatus | null;
+  /** --rollback: nodes of a halted rollout are returned to the last good commit. */
+  rollback: boolean;
+  lastRollback: (RollbackSummary & { at: string; fromCommit: string; pass: string }) | null;
   suspended: boolean;
   stopping: boolean;
   /** The pass under way, if any. */

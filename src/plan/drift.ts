@@ -36,6 +36,11 @@ export interface DriftItem {
   actual: string;
   /** Content of a secret: the values above are placeholders, never digests. */
   secret?: true;
+  /**
+   * Content of a text file (never a secret), when both sides are known: what
+   * the node has and what this item's side wants, for a unified diff.
+   */
+  text?: { have: string; want: string };
 }
 
 export interface NodeDrift {
@@ -227,8 +232,11 @@ export function nodeDrift(input: DriftNodeInput): NodeDrift {
       const av = a?.fields[field];
       const cv = c?.fields[field];
       if (av === undefined && cv === undefined) continue;
-      const item = (label: DriftLabel): DriftItem =>
-        describe({ node: input.node, resource: base.id, kind: base.kind, target: base.target, field, label, applied: av ?? null, desired: cv ?? null, actual: actual.fields[field] ?? 'unknown' }, secret);
+      const item = (label: DriftLabel): DriftItem => {
+        const d = describe({ node: input.node, resource: base.id, kind: base.kind, target: base.target, field, label, applied: av ?? null, desired: cv ?? null, actual: actual.fields[field] ?? 'unknown' }, secret);
+        const text = field === 'content' && !secret ? contentTexts(label === 'corrective' ? (input.applied ?? input.current) : input.current, base.target, facts) : null;
+        return text ? { ...d, text } : d;
+      };
       if (av !== undefined && a && comparable(field, a, actual) && !matches(field, av, actual)) {
         items.push(item('corrective'));
         continue;
@@ -242,6 +250,14 @@ export function nodeDrift(input: DriftNodeInput): NodeDrift {
     }
   }
   return { node: input.node, reachable: true, appliedCommit: inv?.commit ?? null, appliedAt: inv?.appliedAt ?? null, items };
+}
+
+/** Both texts of a drifted text file, when the facts carry the node's (small, changed text files only). */
+function contentTexts(side: ResolvedNode | null, path: string, facts: NodeFacts): { have: string; want: string } | null {
+  const p = facts.paths[path];
+  const want = side?.files.find((f) => f.path === path)?.content;
+  if (!p?.exists || p.text === undefined || want?.kind !== 'text') return null;
+  return { have: p.text, want: want.text };
 }
 
 /** Replaces the digests of secrets with placeholders that say only what changed. */

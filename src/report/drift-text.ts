@@ -4,6 +4,7 @@
  */
 import type { DriftItem, DriftReport, NodeDrift } from '../plan/drift.js';
 import { driftCount } from '../plan/drift.js';
+import { createTwoFilesPatch } from 'diff';
 import { abbreviateDigest } from './plan-text.js';
 
 const HEX64 = /[0-9a-f]{64}/;
@@ -39,6 +40,12 @@ function sentence(raw: DriftItem): string {
   return `${i.field}: ${parts.join(', ')}`;
 }
 
+/** How to get from what the node has to what is wanted, as `converge plan` shows it. */
+function unified(path: string, t: { have: string; want: string }): string[] {
+  const patch = createTwoFilesPatch(`${path} (node)`, `${path} (wanted)`, t.have, t.want, undefined, undefined, { context: 3 });
+  return patch.split('\n').slice(1).filter((l, idx, all) => !(idx === all.length - 1 && l === ''));
+}
+
 function nodeHeader(n: NodeDrift): string {
   if (n.appliedCommit === null && n.appliedAt === null) return `${n.node} (never applied)`;
   return `${n.node} (last applied ${short(n.appliedCommit)}${n.appliedAt ? ` at ${n.appliedAt}` : ''})`;
@@ -67,7 +74,10 @@ export function renderDriftText(report: DriftReport): string {
     }
     out.push(`${nodeHeader(n)}:`);
     const width = Math.max(...n.items.map((i) => i.label.length));
-    for (const i of n.items) out.push(`  ${i.label.padEnd(width)}  ${i.resource} ${i.target}  ${sentence(i)}`);
+    for (const i of n.items) {
+      out.push(`  ${i.label.padEnd(width)}  ${i.resource} ${i.target}  ${sentence(i)}`);
+      if (i.text && !i.secret) out.push(...unified(i.target, i.text).map((l) => `      ${l}`));
+    }
   }
   out.push('', summary(report));
   return out.join('\n') + '\n';
@@ -103,6 +113,9 @@ export function renderDriftMarkdown(report: DriftReport): string {
       out.push(`| ${i.label} | ${i.resource} | ${cell(i.target)} | ${i.field} | ${cell(i.applied)} | ${cell(i.desired)} | ${cell(i.actual)} |`);
     }
     out.push('');
+    for (const i of n.items) {
+      if (i.text && !i.secret) out.push(`\`${i.target}\` on ${n.node}:`, '', '```diff', ...unified(i.target, i.text), '```', '');
+    }
   }
   return out.join('\n');
 }

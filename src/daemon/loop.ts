@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { ConvergeError, EtcdUnsafeError, ValidationError, formatDiagnostic } from '../errors/index.js';
 import type { FileSource } from '../source/git.js';
 import { backoffDelay, jittered } from './backoff.js';
+import type { Leadership } from './leader.js';
 import { Metrics } from './metrics.js';
 import { EMPTY_STATE, loadState, saveState, type LoopState } from './state.js';
 import type { DaemonStatus, Mode, PassRecord, PassResultLabel, PassSummary, ReconcileFn, TriggerReason } from './types.js';
@@ -41,6 +42,10 @@ export interface DaemonOptions {
   stateFile?: string;
   metrics?: Metrics;
   random?: () => number;
+  /** Return the nodes of a rollout halted at a health gate to the last good commit (and enforce it until a newer commit). */
+  rollback?: boolean;
+  /** With several watchers: only the elected one reconciles, and only while it leads. */
+  leadership?: Leadership;
 }
 
 /** Emitted as 'pass-start' on Daemon.events. */
@@ -67,7 +72,7 @@ export class Daemon {
   readonly metrics: Metrics;
   /** 'pass-start' (PassStart) and 'pass-end' (PassRecord). */
   readonly events = new EventEmitter();
-  private readonly o: Required<Omit<DaemonOptions, 'stateFile' | 'metrics'>> & { stateFile: string | undefined };
+  private readonly o: Required<Omit<DaemonOptions, 'stateFile' | 'metrics' | 'leadership'>> & { stateFile: string | undefined; leadership: Leadership | null };
   private mode: Mode;
   private suspended = false;
   private stopping = false;
@@ -87,6 +92,7 @@ export class Daemon {
   private lastSuccessAt: string | null = null;
   private drift: DaemonStatus['drift'] = {};
   private etcd: DaemonStatus['etcd'] = null;
+  private lastRollback: DaemonStatus['lastRollback'] = null;
 
   constructor(opts: DaemonOptions) {
     this.o = {
@@ -100,6 +106,8 @@ export class Daemon {
       backoffCapMs: opts.backoffCapMs ?? 300_000,
       stateFile: opts.stateFile,
       random: opts.random ?? Math.random,
+      rollback: opts.rollback ?? false,
+      leadership: opts.leadership ?? null,
     };
     this.mode = this.o.mode;
     this.metrics = opts.metrics ?? new Metrics();
@@ -115,16 +123,55 @@ export class Daemon {
       }
     }
     this.o.log.info(
-      { repo: this.o.source.display, branch: this.o.source.branch, mode: this.mode, intervalMs: this.o.intervalMs, lastGood: short(this.state.lastGood) },
+      { repo: this.o.source.display, branch: this.o.source.branch, mode: this.mode, intervalMs: this.o.intervalMs, lastGood: short(this.state.lastGood), rollback: this.o.rollback, election: this.o.leadership?.id ?? null },
       'watch started',
     );
     this.schedulePoll();
-    this.trigger('start');
+    const l = this.o.leadership;
+    if (l === null) {
+      this.trigger('start');
+      return;
+    }
+    this.metrics.leader.set(0);
+    l.events.on('elected', () => void this.onElected());
+    l.events.on('lost', (why: string) => this.onLost(why));
+    l.start();
+  }
+
+  /** A new leader reads the state the previous one shared (its own file may be older), then reconciles. */
+  private async onElected(): Promise<void> {
+    const l = this.o.leadership;
+    if (l === null || this.stopping) return;
+    const shared = await l.loadState();
+    if (shared !== null) {
+      this.state = shared;
+      if (this.o.stateFile !== undefined) await saveState(this.o.stateFile, shared).catch(() => undefined);
+    }
+    this.metrics.leader.set(l.isLeader() ? 1 : 0);
+    this.o.log.info({ lastGood: short(this.state.lastGood), rejected: short(this.state.rejected?.commit ?? null), shared: shared !== null }, 'leading: reconciling from now on');
+    this.trigger('elected');
+  }
+
+  /** Another instance may lead from now on: stop before the next step, drop what was asked for. */
+  private onLost(why: string): void {
+    this.metrics.leader.set(0);
+    this.pending = null;
+    this.clearRetry();
+    this.o.log.warn({ why, during: this.current?.id ?? null }, 'leadership lost: the pass under way stops before its next step');
+    this.current?.controller.abort(new Error(`leadership lost: ${why}`));
+  }
+
+  private leading(): boolean {
+    return this.o.leadership === null || this.o.leadership.isLeader();
   }
 
   /** Ask for a pass. Returns false when the request is dropped (stopping, suspended, or a poll during a backoff wait). */
   trigger(reason: TriggerReason): boolean {
     if (this.stopping) return false;
+    if (!this.leading()) {
+      this.o.log.debug({ trigger: reason }, 'not the leader: trigger ignored');
+      return false;
+    }
     if (this.suspended && reason !== 'resume') {
       this.o.log.debug({ trigger: reason }, 'suspended: trigger ignored');
       return false;
@@ -186,6 +233,8 @@ export class Daemon {
       this.current?.controller.abort(new Error('converge is stopping'));
     }
     await this.idle();
+    // Only after the last step: resigning lets another instance start at once.
+    await this.o.leadership?.stop();
   }
 
   /** Resolves when no pass runs and none is waiting. */
@@ -194,11 +243,17 @@ export class Daemon {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  ready(): { ready: boolean; reasons: string[] } {
+  ready(): { ready: boolean; reasons: string[]; role: 'single' | 'leader' | 'standby' } {
+    const l = this.o.leadership;
+    if (l !== null && !l.isLeader()) {
+      // A standby is ready when it takes part in the election: it can take over.
+      const error = l.status().error;
+      return { ready: error === undefined, reasons: error === undefined ? [] : [`not campaigning: ${error}`], role: 'standby' };
+    }
     const reasons: string[] = [];
     if (this.state.lastGood === null) reasons.push('no commit has been reconciled successfully yet');
     if (this.etcd !== null && !this.etcd.reachable) reasons.push('etcd is not reachable');
-    return { ready: reasons.length === 0, reasons };
+    return { ready: reasons.length === 0, reasons, role: l === null ? 'single' : 'leader' };
   }
 
   status(): DaemonStatus {
@@ -206,6 +261,10 @@ export class Daemon {
       repo: this.o.source.display,
       branch: this.o.source.branch,
       mode: this.mode,
+      leader: this.leading(),
+      election: this.o.leadership?.status() ?? null,
+      rollback: this.o.rollback,
+      lastRollback: this.lastRollback,
       suspended: this.suspended,
       stopping: this.stopping,
       current: this.current === null ? null : { id: this.current.id, startedAt: new Date(this.current.startedAt).toISOString(), triggers: this.current.triggers },
@@ -275,6 +334,8 @@ export class Daemon {
     if (seen === null) return lastGood === null ? null : { commit: lastGood, role: 'last-good', mode: this.mode };
     if (rejected !== null && rejected.commit === seen) {
       if (rejected.kind === 'invalid') return lastGood === null || lastGood === seen ? null : { commit: lastGood, role: 'last-good', mode: this.mode };
+      // Rolled back: the last good commit is what the nodes run, and it is enforced.
+      if (this.o.rollback && lastGood !== null && lastGood !== seen) return { commit: lastGood, role: 'last-good', mode: this.mode };
       // A halted rollout waits for an operator: watch it, change nothing.
       return { commit: seen, role: 'held', mode: 'report' };
     }
@@ -282,8 +343,10 @@ export class Daemon {
   }
 
   private async callReconcile(t: Target, id: string, signal: AbortSignal, log: Logger): Promise<PassSummary> {
+    const lastGood = this.state.lastGood;
+    const rollbackTo = this.o.rollback && t.role === 'head' && t.mode === 'enforce' && lastGood !== null && lastGood !== t.commit ? lastGood : null;
     try {
-      return await this.o.reconcile({ commit: t.commit, files: this.o.source.files(t.commit), passId: id, signal, mode: t.mode, log });
+      return await this.o.reconcile({ commit: t.commit, files: this.o.source.files(t.commit), passId: id, signal, mode: t.mode, log, rollbackTo });
     } catch (e) {
       if (e instanceof ValidationError) return { outcome: 'invalid', error: e.message, diagnostics: e.diagnostics };
       if (e instanceof EtcdUnsafeError) return { outcome: 'halted', error: e.hint ? `${e.message} (${e.hint})` : e.message };
@@ -295,9 +358,16 @@ export class Daemon {
   }
 
   private async runPass(p: { reasons: Set<TriggerReason>; at: number }): Promise<void> {
+    const l = this.o.leadership;
+    // Fencing: etcd itself must say this instance still leads, right before the pass.
+    if (l !== null && !(await l.confirm())) {
+      this.o.log.warn({ triggers: [...p.reasons] }, 'leadership not confirmed by etcd: no pass');
+      return;
+    }
     const id = randomBytes(4).toString('hex');
     const log = this.o.log.child({ pass: id });
     const controller = new AbortController();
+    if (l !== null && !l.isLeader()) controller.abort(new Error('leadership lost'));
     const startedAt = Date.now();
     const triggers = [...p.reasons];
     this.current = { id, startedAt, triggers, controller };
@@ -355,6 +425,7 @@ export class Daemon {
           error: summary.error ?? o,
           diagnostics: (summary.diagnostics ?? []).map(formatDiagnostic),
           at: now,
+          ...(summary.rolledBack === undefined ? {} : { rolledBack: summary.rolledBack }),
         };
         stateChanged = true;
         if (o === 'invalid' && this.state.lastGood !== null && this.state.lastGood !== target.commit && !this.stopping) {
@@ -368,6 +439,7 @@ export class Daemon {
         );
       }
       if (summary.etcd !== undefined) this.etcd = summary.etcd;
+      if (summary.rolledBack !== undefined) this.lastRollback = { ...summary.rolledBack, at: now, fromCommit: target.commit, pass: id };
     }
 
     const transient = result === 'failed' || ((result === 'invalid' || result === 'halted') && target?.role !== 'head');
@@ -392,15 +464,25 @@ export class Daemon {
       ...(sourceError === undefined ? {} : { sourceError }),
       ...(summary?.diagnostics?.length ? { diagnostics: summary.diagnostics.map(formatDiagnostic) } : {}),
       ...(summary?.changes === undefined ? {} : { changes: summary.changes }),
+      ...(summary?.driftBefore === undefined ? {} : { driftBefore: summary.driftBefore }),
+      ...(summary?.rolledBack === undefined ? {} : { rolledBack: summary.rolledBack }),
+      ...(l === null ? {} : { instance: l.id }),
     };
     this.lastPass = record;
     this.current = null;
     if (stateChanged) await this.persist();
     this.metrics.pass(record, summary, this.failures, this.state.applied);
 
-    const fields = { commit: short(record.commit), result, durationMs: record.durationMs, ...(error === undefined ? {} : { error }), ...(record.changes === undefined ? {} : { changes: record.changes }) };
+    const fields = {
+      commit: short(record.commit),
+      result,
+      durationMs: record.durationMs,
+      ...(error === undefined ? {} : { error }),
+      ...(record.changes === undefined ? {} : { changes: record.changes }),
+      ...(record.driftBefore === undefined ? {} : { driftBefore: record.driftBefore }),
+    };
     if (result === 'invalid') log.error({ ...fields, diagnostics: record.diagnostics ?? [] }, 'commit rejected: the desired state is invalid; nothing applied');
-    else if (result === 'halted') log.error(fields, 'rollout halted');
+    else if (result === 'halted') log.error({ ...fields, ...(record.rolledBack ? { rolledBack: record.rolledBack } : {}) }, 'rollout halted');
     else if (result === 'failed') log.error(fields, 'pass failed');
     else if (result === 'aborted') log.warn(fields, 'pass aborted');
     else log.info(fields, 'pass finished');
@@ -418,6 +500,8 @@ export class Daemon {
   }
 
   private async persist(): Promise<void> {
+    const l = this.o.leadership;
+    if (l !== null && !(await l.saveState(this.state))) this.o.log.warn('cannot share the loop state in etcd (not the leader any more, or etcd unreachable)');
     if (this.o.stateFile === undefined) return;
     try {
       await saveState(this.o.stateFile, this.state);

@@ -26,10 +26,16 @@ export class Metrics {
   private readonly failures = new Gauge({ name: 'converge_consecutive_failures', help: 'Failed passes since the last success', registers: [this.registry] });
   private readonly sourceUp = new Gauge({ name: 'converge_source_up', help: '1 when the last fetch of the Git source succeeded', registers: [this.registry] });
   private readonly lastSuccess = new Gauge({ name: 'converge_last_success_timestamp_seconds', help: 'When a pass last succeeded', registers: [this.registry] });
+  private readonly driftLabels = new Gauge({ name: 'converge_drift_items', help: 'Differing fields by node and label (corrective: changed on the node; intentional: changed in Git, not rolled out)', labelNames: ['node', 'label'], registers: [this.registry] });
+  private readonly rollbacks = new Counter({ name: 'converge_rollbacks_total', help: 'Rollbacks to the last good commit after a halted rollout, by result', labelNames: ['result'], registers: [this.registry] });
+  /** 1 while this instance leads (always 1 without an election). */
+  readonly leader = new Gauge({ name: 'converge_leader', help: '1 while this instance is the one that reconciles', registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
     for (const result of ['ok', 'drift', 'invalid', 'halted', 'failed', 'aborted', 'skipped']) this.passes.inc({ result }, 0);
+    for (const result of ['ok', 'failed']) this.rollbacks.inc({ result }, 0);
+    this.leader.set(1);
   }
 
   pass(record: PassRecord, summary: PassSummary | null, consecutiveFailures: number, appliedCommit: string | null): void {
@@ -40,14 +46,20 @@ export class Metrics {
     if (record.result === 'ok' || record.result === 'drift') this.lastSuccess.set(Date.parse(record.startedAt) / 1000 + record.durationMs / 1000);
     this.applied.reset();
     if (appliedCommit !== null) this.applied.set({ commit: appliedCommit }, 1);
+    if (summary?.rolledBack !== undefined) this.rollbacks.inc({ result: summary.rolledBack.ok ? 'ok' : 'failed' });
     if (summary?.nodes !== undefined) {
       this.drifted.reset();
       this.reachable.reset();
+      this.driftLabels.reset();
       for (const n of summary.nodes) {
         this.reachable.set({ node: n.node }, n.reachable ? 1 : 0);
-        const counts = new Map<string, number>(KINDS.map((k) => [k, 0]));
-        for (const d of n.drift) counts.set(d.kind, (counts.get(d.kind) ?? 0) + 1);
-        for (const [kind, count] of counts) this.drifted.set({ node: n.node, kind }, count);
+        // A resource differing in several fields is one drifted resource.
+        const resources = new Map<string, Set<string>>(KINDS.map((k) => [k, new Set()]));
+        for (const d of n.drift) resources.set(d.kind, (resources.get(d.kind) ?? new Set()).add(d.resource));
+        for (const [kind, set] of resources) this.drifted.set({ node: n.node, kind }, set.size);
+        const labels = { corrective: 0, intentional: 0 };
+        for (const d of n.drift) if (d.label !== undefined) labels[d.label] += 1;
+        for (const [label, count] of Object.entries(labels)) this.driftLabels.set({ node: n.node, label }, count);
       }
     }
     if (summary?.etcd !== undefined) {

@@ -13,7 +13,8 @@ const HEX64 = /[0-9a-f]{64}/;
 function redact(i: DriftItem): DriftItem {
   if (!i.secret) return i;
   const safe = (v: string | null, placeholder: string): string | null => (v === null ? null : v.startsWith('(') && !HEX64.test(v) ? v : placeholder);
-  return { ...i, applied: safe(i.applied, '(secret)'), desired: safe(i.desired, '(secret)'), actual: safe(i.actual, '(secret)') ?? '(secret)' };
+  const { text: _dropped, ...rest } = i;
+  return { ...rest, applied: safe(i.applied, '(secret)'), desired: safe(i.desired, '(secret)'), actual: safe(i.actual, '(secret)') ?? '(secret)' };
 }
 
 function value(v: string | null): string {

@@ -72,4 +72,16 @@ test('no drift at all', () => {
   assert.is(renderDriftText(clean), 'cp-a (last applied fedcba987654): no drift\n\nNo drift. The nodes match what was last applied and fedcba987654 has nothing new to roll out.\n');
 });
 
+test('a drifted text file shows a unified diff from the node to what is wanted; a secret never does', () => {
+  const item = { node: 'cp-a', resource: 'File/etcd-env', kind: 'File' as const, target: '/etc/etcd/etcd.env', field: 'content' as const, label: 'corrective' as const, applied: A, desired: A, actual: B, text: { have: 'A=1\nB=2\n', want: 'A=1\nB=3\n' } };
+  const secret = { ...item, resource: 'File/key', target: '/etc/etcd/pki/server-key.pem', secret: true as const, applied: '(secret)', desired: '(secret)', actual: '(secret changed on the node)', text: { have: 'SECRET-HAVE', want: 'SECRET-WANT' } };
+  const r: DriftReport = { commit: null, createdAt: 'x', counts: { corrective: 2, intentional: 0 }, nodes: [{ node: 'cp-a', reachable: true, appliedCommit: null, appliedAt: null, items: [item, secret] }] };
+  const text = renderDriftText(r);
+  assert.ok(text.includes('      --- /etc/etcd/etcd.env (node)\n      +++ /etc/etcd/etcd.env (wanted)\n'), text);
+  assert.ok(text.includes('      -B=2\n      +B=3\n'), text);
+  const md = renderDriftMarkdown(r);
+  assert.ok(md.includes('```diff\n--- /etc/etcd/etcd.env (node)'), md);
+  for (const out of [text, md, driftToJson(r)]) assert.not.ok(out.includes('SECRET-'), 'secret text rendered');
+});
+
 test.run();

@@ -95,6 +95,8 @@ async function main(argv: string[]): Promise<number> {
     .option('--listen <addr:port>', 'status/metrics/webhook address (default 127.0.0.1:9479)')
     .option('--webhook-secret-file <file>', 'shared secret for POST /hooks/git (no secret, no webhook)')
     .option('--rollback', 'return a node that fails a health gate to the last good commit')
+    .option('--coordination <urls>', 'etcd client URLs to elect one leader among several watchers (TLS: etcdCa/etcdCert/etcdKey)')
+    .option('--lease-ttl <seconds>', 'leadership lease TTL with --coordination (default 10)')
     .option('--cache <dir>', 'where Git clones are cached')
     .option('--state-dir <dir>', 'where the daemon keeps its state (default $STATE_DIRECTORY or .converge)')
     .option('--webhook-listen <addr:port>', 'a separate address for POST /hooks/git only')

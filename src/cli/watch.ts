@@ -4,24 +4,33 @@
  * reconcile/ adapted to what the loop needs; then the service runs until
  * SIGTERM. Logs are JSON lines on stdout; nothing else is printed.
  */
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { Etcd3, type IOptions } from 'etcd3';
 import { join, resolve as resolvePath } from 'node:path';
 import { ConfigError, UsageError } from '../errors/index.js';
+import { loadEtcdTls } from '../connect/etcd.js';
+import { EtcdLeadership } from '../daemon/leader.js';
 import { createLogger } from '../daemon/log.js';
 import { startWatch } from '../daemon/service.js';
 import { loadWebhookSecret } from '../daemon/secret.js';
 import { stopOnSignals } from '../daemon/signals.js';
-import type { DriftItem, Mode, PassSummary, ReconcileFn } from '../daemon/types.js';
+import type { Logger } from 'pino';
+import type { DriftItem, Mode, NodeSummary, PassSummary, ReconcileFn, RollbackSummary } from '../daemon/types.js';
 import type { EtcdFacts } from '../facts/types.js';
+import { driftCount, type DriftReport } from '../plan/drift.js';
 import { planHasChanges, planHasErrors } from '../plan/plan.js';
 import type { Plan } from '../plan/types.js';
-import { applyPlan, computePlan, gather } from '../reconcile/pass.js';
+import { computeDrift } from '../reconcile/drift.js';
+import { applyPlan, computePlan, gather, type ApplyReport } from '../reconcile/pass.js';
+import { rollbackNodes } from '../reconcile/rollback.js';
 import { openSession, type PassConfig } from '../reconcile/session.js';
-import { detectRepo, openSource, type Source } from '../source/git.js';
+import { detectRepo, openSource, type FileSource, type Source } from '../source/git.js';
 import type { SourceAuth } from '../source/auth.js';
 import { passConfig } from './commands.js';
-import { resolveConfig } from './config.js';
+import { resolveConfig, type Config } from './config.js';
 import { EXIT } from './exit.js';
 
 type Flags = Record<string, unknown>;
@@ -49,17 +58,32 @@ async function gitAuth(credentialsFile: string | null, tokenFile: string | undef
   return auth;
 }
 
-const kindOf = (resource: string): string => resource.split('/')[0] ?? resource;
-
-function nodeSummaries(plan: Plan): PassSummary['nodes'] {
-  return plan.nodes.map((n) => {
-    const drift: DriftItem[] = [
-      ...n.actions.map((a) => ({ resource: a.resource, kind: kindOf(a.resource), field: a.type })),
-      ...n.reported.map((d) => ({ resource: d.resource, kind: kindOf(d.resource), field: d.field })),
-    ];
-    for (const a of plan.etcd) if (a.node === n.node) drift.push({ resource: a.resource, kind: 'EtcdMember', field: a.type });
+/** Drift items for the loop: the drift report's fields (labelled), and etcd membership steps pending. */
+function driftNodes(report: DriftReport, plan: Plan | null): NodeSummary[] {
+  return report.nodes.map((n) => {
+    const drift: DriftItem[] = n.items.map((i) => ({ resource: i.resource, kind: i.kind, label: i.label, field: i.field, target: i.target }));
+    for (const a of plan?.etcd ?? []) {
+      if (a.node === n.node && MEMBERSHIP.has(a.type)) drift.push({ resource: 'name' in a ? `EtcdMember/${a.name}` : a.resource, kind: 'EtcdMember', field: a.type });
+    }
     return { node: n.node, reachable: n.reachable, drift, ...(n.error === undefined ? {} : { error: n.error }) };
   });
+}
+
+const MEMBERSHIP: ReadonlySet<string> = new Set(['etcd.bootstrap', 'etcd.member.add', 'etcd.member.promote', 'etcd.member.remove']);
+
+/** After a successful apply only what policy `report` keeps out of the actions still differs. */
+function remaining(before: NodeSummary[], verify: Plan): NodeSummary[] {
+  return before.map((n) => {
+    const kept = new Set(verify.nodes.find((p) => p.node === n.node)?.reported.map((d) => d.resource) ?? []);
+    return { ...n, drift: n.drift.filter((d) => d.kind !== 'EtcdMember' && kept.has(d.resource)) };
+  });
+}
+
+function logDrift(log: Logger, report: DriftReport): void {
+  for (const n of report.nodes) {
+    if (n.items.length === 0) continue;
+    log.info({ node: n.node, appliedCommit: n.appliedCommit?.slice(0, 12) ?? null, items: n.items.map((i) => `${i.label} ${i.resource} ${i.field}`) }, 'drift found');
+  }
 }
 
 function etcdSummary(e: EtcdFacts | null): PassSummary['etcd'] {
@@ -73,36 +97,103 @@ function etcdSummary(e: EtcdFacts | null): PassSummary['etcd'] {
   };
 }
 
-/** One pass of reconcile/, as the loop wants it: validation errors and refusals thrown, everything else summarised. */
+/**
+ * A failed apply is a health gate that halted the rollout when a service did
+ * not become active, an etcd step failed (a member that did not come back) or
+ * a change was refused as unsafe. Anything else (a lost connection, a full
+ * disk) is a failure that is retried.
+ */
+function haltedBy(report: ApplyReport): { halted: boolean; touched: string[] } {
+  const gate = report.nodes.filter((n) => !n.ok && n.outcomes.some((o) => o.status === 'failed' && o.unit !== undefined)).map((n) => n.node);
+  const etcdFailed = report.etcd !== null && !report.etcd.ok;
+  const member = etcdFailed ? report.etcd?.error?.data['node'] : undefined;
+  const unsafe = report.errors.some((e) => e.code === 'E_ETCD_UNSAFE');
+  const touched = new Set([...report.nodes.filter((n) => n.performed.length > 0).map((n) => n.node), ...gate, ...(typeof member === 'string' ? [member] : [])]);
+  return { halted: unsafe || etcdFailed || gate.length > 0, touched: [...touched].sort() };
+}
+
+/**
+ * One pass of reconcile/, as the loop wants it: validation errors and
+ * refusals thrown, everything else summarised, with the drift report (shared
+ * with `converge drift`) per node. When the rollout halts at a health gate
+ * and the loop asks for a rollback, the nodes it changed get the last good
+ * commit again (reconcile/rollback.ts).
+ */
 export function reconcileFor(cfg: PassConfig, source: Source, only: string[] | undefined): ReconcileFn {
+  const at = (c: string): FileSource => source.files(c);
   return async (job) => {
-    const s = await openSession(cfg, { files: job.files, commit: job.commit, at: (c) => source.files(c) }, only);
+    const s = await openSession(cfg, { files: job.files, commit: job.commit, at }, only);
     try {
       for (const w of s.warnings) job.log.warn({ file: w.file, line: w.line, message: w.message }, 'desired-state warning');
       const g = await gather(s);
-      const plan = computePlan(s, g, new Date());
-      const base = { nodes: nodeSummaries(plan), etcd: etcdSummary(g.etcd) };
+      const now = new Date();
+      const plan = computePlan(s, g, now);
+      const drift = await computeDrift(s, g, now);
+      logDrift(job.log, drift);
+      const before = driftNodes(drift, plan);
+      const base = { nodes: before, etcd: etcdSummary(g.etcd), driftBefore: drift.counts };
       const reported = plan.nodes.some((n) => n.reported.length > 0);
       if (plan.refusals.length > 0) {
         return { ...base, outcome: 'halted', error: plan.refusals.map((r) => `${r.message} (${r.hint})`).join('; ') };
       }
       if (job.mode === 'report' || !planHasChanges(plan)) {
         if (planHasErrors(plan)) return { ...base, outcome: 'failed', error: plan.nodes.filter((n) => !n.reachable).map((n) => `${n.node}: ${n.error ?? 'unreachable'}`).join('; ') || 'the plan has errors' };
-        return { ...base, outcome: planHasChanges(plan) || reported ? 'drift' : 'ok', changes: 0 };
+        return { ...base, outcome: planHasChanges(plan) || reported || driftCount(drift) > 0 ? 'drift' : 'ok', changes: 0 };
       }
       const report = await applyPlan(s, plan, g, { signal: job.signal, log: (line) => job.log.info(line) });
       const changes = report.nodes.reduce((sum, n) => sum + n.performed.length, 0);
-      const after = report.verify === null ? base : { nodes: nodeSummaries(report.verify), etcd: base.etcd };
-      if (report.ok) return { ...after, outcome: 'ok', changes };
+      if (report.ok) return { ...base, nodes: report.verify === null ? before : remaining(before, report.verify), outcome: 'ok', changes };
       const error = report.errors.map((e) => e.message).join('; ');
-      if (job.signal.aborted) return { ...after, outcome: 'aborted', changes, error };
-      // A failed etcd step is a health gate: the rollout stops there until an operator or a newer commit.
-      const halted = report.errors.some((e) => e.code === 'E_ETCD_UNSAFE') || (report.etcd !== null && !report.etcd.ok);
-      return { ...after, outcome: halted ? 'halted' : 'failed', changes, error };
+      if (job.signal.aborted) return { ...base, outcome: 'aborted', changes, error };
+      const { halted, touched } = haltedBy(report);
+      let rolledBack: RollbackSummary | undefined;
+      if (halted && job.rollbackTo !== null && touched.length > 0) {
+        job.log.warn({ nodes: touched, toCommit: job.rollbackTo.slice(0, 12) }, 'rollout halted: returning the changed nodes to the last good commit');
+        const r = await rollbackNodes(cfg, { files: at(job.rollbackTo), commit: job.rollbackTo, at }, touched, { signal: job.signal, log: (line) => job.log.info({ rollback: true }, line) });
+        rolledBack = { toCommit: r.toCommit, nodes: r.nodes, ok: r.ok, changes: r.changes, durationMs: r.durationMs, ...(r.error === undefined ? {} : { error: r.error }), ...(r.skipped.length ? { skipped: r.skipped } : {}) };
+        if (r.ok) job.log.info({ nodes: r.nodes, toCommit: r.toCommit.slice(0, 12), changes: r.changes, durationMs: r.durationMs }, 'rollback complete: the nodes are back on the last good commit');
+        else job.log.error({ nodes: r.nodes, toCommit: r.toCommit.slice(0, 12), error: r.error }, 'rollback failed');
+      }
+      // What the nodes look like now, against this commit (after a rollback: its changes, not rolled out).
+      const after = await gather(s).then((again) => computeDrift(s, again, new Date())).then((d) => driftNodes(d, null), () => before);
+      return { ...base, nodes: after, outcome: halted ? 'halted' : 'failed', changes, error, ...(rolledBack === undefined ? {} : { rolledBack }) };
     } finally {
       await s.close();
     }
   };
+}
+
+/** Watchers of the same repository, branch and folder elect one leader among them. */
+function defaultElectionName(source: Source): string {
+  const digest = createHash('sha256').update(`${source.display}\0${source.branch}\0${source.path}`).digest('hex').slice(0, 16);
+  return `converge-watch-${digest}`;
+}
+
+/**
+ * The election on the coordination endpoint: etcd client URLs, with the
+ * same client TLS as the managed cluster (etcdCa/etcdCert/etcdKey). This
+ * client may retry a call on another endpoint, unlike the per-member ones
+ * of the rollout: the election only needs some member to answer.
+ */
+async function electionOn(urls: string, config: Config, o: { name: string; id: string; ttlSeconds: number; log: Logger }): Promise<{ election: EtcdLeadership; close(): void }> {
+  const hosts = urls.split(',').map((u) => u.trim()).filter(Boolean);
+  const bad = hosts.find((u) => !/^https?:\/\/[^/\s]+\/?$/.test(u));
+  if (hosts.length === 0 || bad !== undefined) throw new UsageError(`--coordination takes etcd client URLs separated by commas${bad ? `, not ${JSON.stringify(bad)}` : ''}`, 'e.g. https://10.240.16.10:2379,https://10.240.48.10:2379');
+  let credentials: IOptions['credentials'];
+  if (hosts.some((u) => u.startsWith('https:'))) {
+    if (!config.etcdCa || !config.etcdCert || !config.etcdKey) {
+      throw new ConfigError('--coordination over https needs converge\'s etcd client TLS', 'set etcdCa, etcdCert and etcdKey (CONVERGE_ETCD_CA, CONVERGE_ETCD_CERT, CONVERGE_ETCD_KEY)');
+    }
+    const tls = await loadEtcdTls({ caFile: config.etcdCa, certFile: config.etcdCert, keyFile: config.etcdKey });
+    credentials = { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key };
+  }
+  const client = new Etcd3({
+    hosts,
+    ...(credentials === undefined ? {} : { credentials }),
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 3000 }),
+    grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 },
+  });
+  return { election: new EtcdLeadership({ client, ...o }), close: () => client.close() };
 }
 
 export async function watchCommand(flags: Flags, _out: (s: string) => void, env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -123,7 +214,17 @@ export async function watchCommand(flags: Flags, _out: (s: string) => void, env:
   const cacheDir = resolvePath(setting(flags, 'cache', 'CONVERGE_CACHE_DIR', env) ?? env['CACHE_DIRECTORY'] ?? join(stateDir, 'cache'));
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
 
-  const log = createLogger({ level: setting(flags, 'logLevel', 'CONVERGE_LOG_LEVEL', env) ?? 'info' });
+  const rollbackRaw = flags['rollback'] === true ? 'true' : (env['CONVERGE_ROLLBACK'] ?? 'false');
+  if (!/^(true|false|1|0|yes|no)$/i.test(rollbackRaw)) throw new UsageError(`CONVERGE_ROLLBACK must be true or false, not ${rollbackRaw}`);
+  const rollback = /^(true|1|yes)$/i.test(rollbackRaw);
+
+  const coordination = setting(flags, 'coordination', 'CONVERGE_COORDINATION', env);
+  const ttlRaw = setting(flags, 'leaseTtl', 'CONVERGE_LEASE_TTL', env) ?? '10';
+  const ttl = Number(ttlRaw);
+  if (!Number.isInteger(ttl) || ttl < 2 || ttl > 300) throw new UsageError(`--lease-ttl must be a whole number of seconds from 2 to 300, not ${ttlRaw}`);
+  const instance = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const root = createLogger({ level: setting(flags, 'logLevel', 'CONVERGE_LOG_LEVEL', env) ?? 'info' });
+  const log = coordination === undefined ? root : root.child({ instance });
   const source = await openSource({
     repo: config.repo,
     branch: config.branch,
@@ -134,6 +235,8 @@ export async function watchCommand(flags: Flags, _out: (s: string) => void, env:
   });
   const only = typeof flags['nodes'] === 'string' && flags['nodes'] !== '' ? flags['nodes'].split(',').map((s) => s.trim()).filter(Boolean) : undefined;
   const webhookListen = setting(flags, 'webhookListen', 'CONVERGE_WEBHOOK_LISTEN', env);
+  const electionName = setting(flags, 'electionName', 'CONVERGE_ELECTION_NAME', env) ?? defaultElectionName(source);
+  const leadership = coordination === undefined ? undefined : await electionOn(coordination, config, { name: electionName, id: instance, ttlSeconds: ttl, log });
   const service = await startWatch({
     source,
     reconcile: reconcileFor(passConfig(config, flags), source, only),
@@ -144,6 +247,13 @@ export async function watchCommand(flags: Flags, _out: (s: string) => void, env:
     listen: setting(flags, 'listen', 'CONVERGE_LISTEN', env) ?? '127.0.0.1:9479',
     ...(webhookListen === undefined ? {} : { webhookListen }),
     webhookSecret: await loadWebhookSecret(setting(flags, 'webhookSecretFile', 'CONVERGE_WEBHOOK_SECRET_FILE', env), env),
+    rollback,
+    ...(leadership === undefined ? {} : { leadership: leadership.election }),
   });
-  return new Promise<number>((resolve) => stopOnSignals(service, log, () => resolve(EXIT.ok)));
+  return new Promise<number>((resolve) =>
+    stopOnSignals(service, log, (code) => {
+      leadership?.close();
+      resolve(code === 0 ? EXIT.ok : EXIT.error);
+    }),
+  );
 }

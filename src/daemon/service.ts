@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Source } from '../source/git.js';
 import { watchLocalRefs, type RefWatch } from '../source/refwatch.js';
 import { startHttp, DEFAULT_LISTEN, type HttpHandle } from './http.js';
+import type { Leadership } from './leader.js';
 import { Daemon } from './loop.js';
 import type { Mode, ReconcileFn } from './types.js';
 
@@ -28,6 +29,10 @@ export interface WatchConfig {
   backoffBaseMs?: number;
   backoffCapMs?: number;
   requestTimeoutMs?: number;
+  /** Return the nodes of a halted rollout to the last good commit. */
+  rollback?: boolean;
+  /** Several watchers: reconcile only while elected. */
+  leadership?: Leadership;
 }
 
 export interface WatchService {
@@ -47,6 +52,8 @@ export async function startWatch(c: WatchConfig): Promise<WatchService> {
     ...(c.stateFile === undefined ? {} : { stateFile: c.stateFile }),
     ...(c.backoffBaseMs === undefined ? {} : { backoffBaseMs: c.backoffBaseMs }),
     ...(c.backoffCapMs === undefined ? {} : { backoffCapMs: c.backoffCapMs }),
+    ...(c.rollback === undefined ? {} : { rollback: c.rollback }),
+    ...(c.leadership === undefined ? {} : { leadership: c.leadership }),
   });
   const secret = c.webhookSecret ?? null;
   const hook = secret === null ? null : { secret, branch: c.source.branch };

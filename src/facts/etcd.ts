@@ -153,7 +153,7 @@ export async function gatherEtcdFacts(spec: ResolvedEtcd, tls: EtcdTls, opts: Ga
 
 // ---- etcd on one node --------------------------------------------------------
 
-type EtcdNodeSpec = Pick<ResolvedEtcd, 'dataDir' | 'initialEnvFile' | 'unit'>;
+export type EtcdNodeSpec = Pick<ResolvedEtcd, 'dataDir' | 'initialEnvFile' | 'unit'>;
 
 /** Files on a node whose change restarts the etcd unit. */
 export function etcdRestartPaths(node: Pick<ResolvedNode, 'files'>, spec: Pick<ResolvedEtcd, 'unit'>): string[] {

@@ -11,7 +11,8 @@ import { withNodes } from '../connect/ssh.js';
 import { ConvergeError, NodeError, StalePlanError } from '../errors/index.js';
 import { factsDigest } from '../facts/digest.js';
 import { probeRequestFor } from '../facts/request.js';
-import { gatherNodeFacts } from '../facts/gather.js';
+import { gatherAllFacts, type EtcdProbePart } from '../facts/gather.js';
+import { etcdRestartPaths } from '../facts/etcd.js';
 import type { EtcdFacts, NodeFacts } from '../facts/types.js';
 import type { DesiredFile, ResolvedNode } from '../model/types.js';
 import { buildPlan, planHasChanges, type NodeFactsOrError } from '../plan/plan.js';
@@ -31,12 +32,19 @@ export async function gather(s: Session): Promise<Gathered> {
   for (const [name, e] of s.unreachable) facts.set(name, { error: e.message });
   const reachable = s.nodes.filter((n) => s.transports.has(n.name));
   const [outcomes, etcd] = await Promise.all([
-    withNodes(reachable, s.cfg.parallel, (n) => gatherNodeFacts(s.transports.get(n.name)!, probeRequestFor(n, s.state.etcd))),
+    withNodes(reachable, s.cfg.parallel, (n) => gatherAllFacts(s.transports.get(n.name)!, probeRequestFor(n, s.state.etcd), etcdProbeFor(s, n))),
     gatherEtcd(s),
   ]);
   for (const o of outcomes) facts.set(o.node.name, o.ok ? o.value : { error: asConvergeError(o.node.name, o.error).message });
   const good = [...facts.values()].filter((f): f is NodeFacts => 'paths' in f);
   return { facts, digest: factsDigest(good), etcd };
+}
+
+/** The etcd part of a node's probe: every node when a cluster is declared (a former member's data dir matters too). */
+function etcdProbeFor(s: Session, n: ResolvedNode): EtcdProbePart | null {
+  const spec = s.state.etcd;
+  if (!spec || s.cfg.skipEtcd) return null;
+  return { spec, watch: etcdRestartPaths(n, spec) };
 }
 
 export function computePlan(s: Session, g: Gathered, now: Date): Plan {

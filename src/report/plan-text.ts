@@ -140,6 +140,13 @@ export function renderHostAction(a: HostAction, opts: PlanTextOptions = {}): str
   return out;
 }
 
+/** Files read "… changed"; other causes (a failed unit, a restart still owed) as they are. */
+function restartCauses(because: readonly string[]): string {
+  const files = because.filter((b) => b.startsWith('/'));
+  const other = because.filter((b) => !b.startsWith('/'));
+  return [...(files.length ? [`${files.join(', ')} changed`] : []), ...other].join('; ');
+}
+
 export function describeEtcdAction(a: EtcdAction): string {
   switch (a.type) {
     case 'etcd.bootstrap':
@@ -153,7 +160,7 @@ export function describeEtcdAction(a: EtcdAction): string {
     case 'etcd.leader.move':
       return withReason(`move leadership from ${a.fromMemberId} to ${a.toMemberId}`, a.reason);
     case 'etcd.member.restart':
-      return withReason(`restart ${a.name}: ${a.because.join(', ')} changed`, a.reason);
+      return withReason(`restart ${a.name}: ${restartCauses(a.because)}`, a.reason);
   }
 }
 

@@ -32,7 +32,7 @@ test('first pass at the branch head; every log line of a pass carries its id', a
     assert.is(st.lastGood, call.commit);
     assert.is(st.lastPass?.result, 'ok');
     assert.is(st.lastPass?.id, call.passId);
-    assert.equal(h.daemon.ready(), { ready: true, reasons: [] });
+    assert.equal(h.daemon.ready(), { ready: true, reasons: [], role: 'single' });
   } finally {
     await h.done();
   }

@@ -60,7 +60,8 @@ test('the example desired state validates clean', async () => {
     assert.match(env, `\nETCD_NAME=${n.name}\n`);
     assert.match(env, `\nETCD_LISTEN_CLIENT_URLS=https://${n.address}:2379,https://127.0.0.1:2379\n`);
     assert.not.match(env, /^ETCD_INITIAL_CLUSTER=/m);
-    assert.not.match(env, /^ETCD_INITIAL_CLUSTER_STATE=/m);
+    // Only the safe default: a wiped member must never bootstrap a cluster of its own.
+    assert.match(env, /^ETCD_INITIAL_CLUSTER_STATE=existing$/m);
     assert.match(text(file(n, 'etcdctl-env')), 'ETCDCTL_ENDPOINTS=https://10.240.16.10:2379,https://10.240.48.10:2379,https://10.240.80.10:2379\n');
     const unit = text(file(n, 'etcd-unit'));
     for (const line of ['Type=notify', 'User=etcd', 'EnvironmentFile=/etc/etcd/etcd.env', 'EnvironmentFile=-/etc/etcd/etcd-initial.env', 'ExecStart=/usr/local/bin/etcd', 'Restart=on-failure', 'LimitNOFILE=65536']) {

@@ -496,7 +496,11 @@ class NodePlanner {
     if (!inv) return;
     const reason = `no longer in the desired state (created by converge${inv.commit ? ` at ${inv.commit.slice(0, 12)}` : ''})`;
     const managed = this.managed();
-    for (const [id, e] of Object.entries(inv.resources).sort(byString(([k]) => k))) {
+    // Files first, then directories deepest first: a directory whose only
+    // entries are removed in this same plan is removed in this plan too.
+    const rank = (e: InventoryEntry): string => (e.kind === 'File' ? '0' : e.kind === 'Directory' ? `1${String(999 - e.target.split('/').length).padStart(3, '0')}` : '2');
+    const entries = Object.entries(inv.resources).sort(byString(([k, e]) => `${rank(e)}\0${k}`));
+    for (const [id, e] of entries) {
       if (this.stillDeclared(e) || !this.stillThere(e)) continue;
       if (!e.created) {
         this.keep(id, `${e.target} existed before converge managed it`);

@@ -82,6 +82,8 @@ export class EtcdLeadership implements Leadership {
   private watcher: Watcher | null = null;
   private cancelWait: (() => void) | null = null;
   private checker: NodeJS.Timeout | null = null;
+  /** Fires when validUntil passes while leading. */
+  private deadline: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private failures = 0;
   private stopped = true;
@@ -96,7 +98,7 @@ export class EtcdLeadership implements Leadership {
     this.prefix = `election/${o.name}/`;
     this.stateKey = `converge/${o.name}/state`;
     this.ttlMs = o.ttlSeconds * 1000;
-    this.marginMs = Math.max(250, this.ttlMs / 10);
+    this.marginMs = Math.max(500, this.ttlMs / 10);
     this.log = o.log.child({ component: 'election' });
     this.retryMs = o.retryMs ?? 1000;
   }
@@ -104,8 +106,8 @@ export class EtcdLeadership implements Leadership {
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
-    // Followers refresh whom they follow; the leader checks its deadline.
-    this.checker = setInterval(() => this.tick(), 200);
+    // Standbys refresh whom they follow.
+    this.checker = setInterval(() => this.tick(), 250);
     this.log.info({ name: this.name, id: this.id, ttlSeconds: this.ttlMs / 1000 }, 'campaigning for leadership');
     void this.campaign();
   }
@@ -173,10 +175,6 @@ export class EtcdLeadership implements Leadership {
   }
 
   private tick(): void {
-    if (this.elected && Date.now() >= this.validUntil) {
-      this.lose(this.generation, 'the lease was not renewed in time (etcd unreachable or this process stalled)');
-      return;
-    }
     if (!this.elected && !this.stopped) void this.refreshLeader();
   }
 
@@ -209,7 +207,7 @@ export class EtcdLeadership implements Leadership {
     lease.on('keepaliveFired', () => this.fired.push(Date.now()));
     lease.on('keepaliveSucceeded', () => {
       const sent = this.fired.shift();
-      if (sent !== undefined && current()) this.validUntil = Math.max(this.validUntil, sent + this.ttlMs - this.marginMs);
+      if (sent !== undefined && current()) this.extend(gen, sent + this.ttlMs - this.marginMs);
     });
     lease.on('lost', (e) => this.lose(gen, `lease lost: ${errText(e)}`));
     try {
@@ -237,6 +235,7 @@ export class EtcdLeadership implements Leadership {
       this.failures = 0;
       this.error = undefined;
       this.leaderId = this.id;
+      this.extend(gen, this.validUntil);
       this.log.info({ id: this.id, key }, 'elected leader');
       this.events.emit('elected');
     } catch (e) {
@@ -244,6 +243,18 @@ export class EtcdLeadership implements Leadership {
       this.error = errText(e);
       this.lose(gen, `campaign failed: ${this.error}`);
     }
+  }
+
+  /** Moves the deadline; while leading, the leadership ends exactly when it passes. */
+  private extend(gen: number, until: number): void {
+    this.validUntil = Math.max(this.validUntil, until);
+    if (!this.elected) return;
+    if (this.deadline !== null) clearTimeout(this.deadline);
+    this.deadline = setTimeout(() => {
+      this.deadline = null;
+      if (this.elected && Date.now() >= this.validUntil) this.lose(gen, 'the lease was not renewed in time (etcd unreachable or this process stalled)');
+      else if (this.elected) this.extend(gen, this.validUntil);
+    }, Math.max(0, this.validUntil - Date.now()));
   }
 
   private isLeaseValid(): boolean {
@@ -288,6 +299,8 @@ export class EtcdLeadership implements Leadership {
     this.elected = false;
     this.since = null;
     this.validUntil = 0;
+    if (this.deadline !== null) clearTimeout(this.deadline);
+    this.deadline = null;
     this.cancelWait?.();
     const lease = this.lease;
     this.lease = null;

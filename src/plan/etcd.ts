@@ -426,11 +426,50 @@ class EtcdPlanner {
       restarted.push(m.id);
     }
 
+    this.finishLeftovers(members, touched);
+
     if (blockers.length > 0 && this.actions.length > 0) {
       this.refuse(
         `etcd changes are waiting but the cluster is not ready for them: ${blockers.join('; ')}`,
         'converge changes the cluster only when every voter is started and healthy, one leader is agreed and no alarm is raised; fix the above (see `converge status`) and run converge again',
       );
+    }
+  }
+
+  /**
+   * 7. A bootstrap or an add interrupted (converge killed, connection lost)
+   * after its member started but before the initial env file was removed:
+   * the member runs, and the file must not stay, since it says "this data
+   * dir is being bootstrapped or added" to every later pass. Finishing the
+   * interrupted step removes it; nothing is restarted.
+   */
+  private finishLeftovers(members: Member[], touched: Set<string>): void {
+    const left = members.filter((m) => m.desired && m.started && m.healthy && !m.fact.isLearner && !touched.has(m.id) && this.reachable(m.node) && this.data(m.node) === 'data' && this.initialEnvSha(m.node) !== null);
+    if (left.length === 0) return;
+    const bootstrapSha = sha256Hex(initialEnvText(bootstrapInitialCluster(this.spec), 'new'));
+    const asDesired = members.length === this.spec.members.length && this.spec.members.every((d) => members.some((m) => m.desired === d && m.started && !m.fact.isLearner));
+    if (asDesired && left.every((m) => this.initialEnvSha(m.node!) === bootstrapSha)) {
+      this.actions.push({
+        type: 'etcd.bootstrap',
+        node: '',
+        resource: this.resource,
+        members: this.spec.members.map((d) => d.node),
+        initialCluster: bootstrapInitialCluster(this.spec),
+        reason: `finish the bootstrap begun earlier: the cluster runs, but ${left.map((m) => m.node).join(', ')} still hold${left.length === 1 ? 's' : ''} its initial env file (${this.spec.initialEnvFile}): remove it`,
+      });
+      return;
+    }
+    for (const m of left) {
+      this.actions.push({
+        type: 'etcd.member.add',
+        node: m.node!,
+        resource: this.resource,
+        name: m.desired!.name,
+        peerUrl: m.desired!.peerUrl,
+        initialCluster: initialClusterString(members.filter((x) => x.started).map((x) => ({ name: x.name, peerUrls: x.fact.peerUrls }))),
+        memberId: m.id,
+        reason: `finish adding ${m.name}: it runs as a voter, but ${m.node} still holds the initial env file of its add (${this.spec.initialEnvFile}): remove it`,
+      });
     }
   }
 

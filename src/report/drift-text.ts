@@ -66,7 +66,7 @@ export function renderDriftText(report: DriftReport): string {
   const out: string[] = [];
   for (const n of report.nodes) {
     if (!n.reachable) {
-      out.push(`${n.node}: unreachable: ${n.error ?? 'no facts'}`);
+      out.push(`${n.node}: unreachable: ${n.error?.startsWith(`${n.node}: `) ? n.error.slice(n.node.length + 2) : (n.error ?? 'no facts')}`);
       continue;
     }
     if (n.items.length === 0) {

@@ -170,7 +170,11 @@ function renderDrift(d: Drift): string {
 }
 
 function renderNode(n: NodePlan, opts: PlanTextOptions, paint: Paint): string[] {
-  if (!n.reachable) return [`${paint(BOLD, n.node)}: ${paint(RED, 'unreachable')}: ${n.error ?? 'no facts'}`];
+  if (!n.reachable) {
+    // A NodeError's message already starts with the node's name.
+    const error = n.error?.startsWith(`${n.node}: `) ? n.error.slice(n.node.length + 2) : (n.error ?? 'no facts');
+    return [`${paint(BOLD, n.node)}: ${paint(RED, 'unreachable')}: ${error}`];
+  }
   const refusals = n.refusals ?? [];
   if (n.actions.length === 0 && n.reported.length === 0 && refusals.length === 0) return [`${paint(BOLD, n.node)}: no changes`];
   const out = [`${paint(BOLD, n.node)}: ${n.actions.length === 0 ? 'no changes' : plural(n.actions.length, 'change', 'changes')}`];

@@ -1,15 +1,19 @@
 /**
- * Watches managed files on the nodes while converge runs (and is killed):
- * every ~150 ms, on every node, one script run inside the node (no SSH, so it
- * also works while a link is cut) reports each watched path's identity (inode,
- * size, mtime, ctime) and, when that changed or is recent, its sha256. Every
- * observed digest must be one the path may hold: the old content (or
- * nothing, when there was nothing) or the new one. A partial write, a file
- * truncated in place or a file that vanishes during a replace shows up as a
- * digest outside that set. converge's own state files are checked for being
- * whole instead (inventory.json parses, managed-paths is complete lines).
+ * Watches managed files on the nodes while converge runs (and is killed).
+ * One long-running sh loop per node, started inside the node's namespaces
+ * (no SSH: it also works while the node's link is cut), reports every
+ * ~150 ms each watched path's identity (inode, size, mtime, ctime) and, when
+ * that changed or is recent, its sha256. Every observed digest must be one
+ * the path may hold: the old content (or nothing, when there was nothing) or
+ * the new one. A partial write, a file truncated in place, or a file that
+ * vanishes during a replace shows up as a digest outside that set.
+ * converge's own state files are checked for being whole instead
+ * (inventory.json parses, managed-paths is complete lines).
  */
-import { runOnNode } from '../../src/lab/index.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { labPaths } from '../../src/lab/index.js';
+import { leaderPid } from '../../src/lab/nodes.js';
+import { loadState } from '../../src/lab/state.js';
 import { TEMP_GLOBS } from './faults.js';
 
 export const ABSENT = '-';
@@ -26,15 +30,16 @@ export interface Observation {
 
 export interface SamplerFigures {
   samples: number;
-  /** Digests read (a path whose identity did not change and is not recent is not read again). */
+  /** Digests read (an unchanged path that was not modified recently is not read again). */
   hashed: number;
   /** Distinct (node, path, digest) triples seen. */
   distinct: number;
   /** converge state files read whole and checked. */
   stateChecked: number;
-  /** Distinct temporary upload files seen in flight. */
+  /** Distinct temporary files seen (uploads in flight). */
   tempSeen: number;
-  /** Longest time between two samples of one node. */
+  /** Mean and longest time between two samples of one node. */
+  meanGapMs: number;
   maxGapMs: number;
   violations: string[];
 }
@@ -44,41 +49,83 @@ interface Known {
   hash: string;
 }
 
-function q(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
+const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** The loop run inside a node: one block per sample, ended by a line `.`. */
+function loopScript(paths: string[], intervalMs: number, maxSeconds: number): string {
+  return [
+    'export LC_ALL=C',
+    'set -f',
+    "NL='\n'",
+    `end=$(( $(date +%s) + ${maxSeconds} ))`,
+    'prev=',
+    'now=0',
+    'while [ "$now" -le "$end" ]; do',
+    '  now=$(date +%s)',
+    `  out=$(stat -c '%n|%i:%s:%.9Y:%.9Z|%Y' -- ${paths.map(q).join(' ')} 2>/dev/null)`,
+    '  h=; b=',
+    '  IFS=$NL',
+    '  for l in $out; do',
+    // Unchanged since the last sample and not modified in the last 3 s: its digest is known already.
+    '    case "$NL$prev$NL" in *"$NL$l$NL"*) [ $((now - ${l##*|})) -ge 3 ] && continue ;; esac',
+    '    p=${l%%|*}',
+    '    case $p in *.json|*/managed-paths) b="$b$p$NL" ;; *) h="$h$p$NL" ;; esac',
+    '  done',
+    '  echo S',
+    '  [ -n "$out" ] && printf \'%s\\n\' "$out"',
+    "  echo '#'",
+    '  [ -n "$h" ] && sha256sum -- $h 2>/dev/null',
+    "  echo '#'",
+    '  for f in $b; do printf \'%s \' "$f"; base64 -w0 < "$f" 2>/dev/null; echo; done',
+    "  echo '#'",
+    '  unset IFS; set +f',
+    `  for f in ${TEMP_GLOBS.join(' ')}; do [ -e "$f" ] && printf '%s\\n' "$f"; done`,
+    '  set -f',
+    "  echo '.'",
+    '  prev=$out',
+    `  sleep ${(intervalMs / 1000).toFixed(3)}`,
+    'done',
+  ].join('\n');
 }
 
 export class Sampler {
   private allowed = new Map<string, Map<string, Set<string>>>();
-  private known = new Map<string, Map<string, Known>>();
-  private last = new Map<string, Map<string, string>>();
+  private readonly known = new Map<string, Map<string, Known>>();
+  private readonly last = new Map<string, Map<string, string>>();
   private readonly started = Date.now();
-  private running = true;
-  private loops: Promise<void>[] = [];
+  private running = false;
+  private readonly children = new Map<string, ChildProcess>();
+  private readonly loops: Promise<void>[] = [];
   private readonly seenDistinct = new Set<string>();
   private readonly temps = new Set<string>();
   private readonly lastSampleAt = new Map<string, number>();
+  private gaps = { n: 0, sum: 0 };
+  private readonly waiters: { node: string; after: number; resolve: () => void }[] = [];
   readonly events: Observation[] = [];
-  readonly figures: SamplerFigures = { samples: 0, hashed: 0, distinct: 0, stateChecked: 0, tempSeen: 0, maxGapMs: 0, violations: [] };
-  /** Latest etcd unit state per node. */
-  readonly unit = new Map<string, string>();
+  readonly figures: SamplerFigures = { samples: 0, hashed: 0, distinct: 0, stateChecked: 0, tempSeen: 0, meanGapMs: 0, maxGapMs: 0, violations: [] };
+  /** Temporary files present on each node at its latest sample. */
+  readonly tempNow = new Map<string, string[]>();
 
   constructor(
     private readonly nodes: string[],
     private readonly intervalMs = 150,
   ) {}
 
-  /** What each path on `node` may hold from now on: a set of digests, ABSENT included when nothing is allowed. */
+  /**
+   * What each path on `node` may hold from now on: a set of digests, with
+   * ABSENT when having nothing there is allowed. The paths are fixed at start.
+   */
   expect(node: string, allowed: Map<string, Set<string>>): void {
     this.allowed.set(node, allowed);
   }
 
   start(): this {
-    this.loops = this.nodes.map((n) => this.loop(n));
+    this.running = true;
+    for (const n of this.nodes) this.loops.push(this.loop(n));
     return this;
   }
 
-  /** ms since start */
+  /** ms since the sampler was made */
   now(): number {
     return Date.now() - this.started;
   }
@@ -88,111 +135,153 @@ export class Sampler {
     return this.last.get(node)?.get(path);
   }
 
-  /** The first time `path` on `node` was seen holding a digest in `hashes` (or any digest but ABSENT when omitted). */
+  /** The first time (ms, at or after `after`) that `path` on `node` held a digest in `hashes` (any digest when omitted). */
   firstSeen(node: string, path: string, hashes?: Set<string>, after = 0): number | null {
     const e = this.events.find((o) => o.node === node && o.path === path && o.t >= after && (hashes ? hashes.has(o.hash) : o.hash !== ABSENT));
     return e ? e.t : null;
   }
 
-  async stop(): Promise<SamplerFigures> {
-    this.running = false;
-    await Promise.all(this.loops);
-    return this.figures;
+  /** Resolves after the next complete sample of `node`. */
+  nextSample(node: string): Promise<void> {
+    return new Promise((resolve) => this.waiters.push({ node, after: this.figures.samples, resolve }));
   }
 
-  private script(node: string): string {
-    const paths = [...(this.allowed.get(node)?.keys() ?? [])];
-    const known = this.known.get(node) ?? new Map<string, Known>();
-    const lines = [
-      'export LC_ALL=C',
-      'now=$(date +%s)',
-      // A path whose identity is unchanged and that was not modified in the last 3 s is not read again.
-      `c() { s=$(stat -c '%i:%s:%.9Y:%.9Z' -- "$1" 2>/dev/null) || { printf 'P\\t%s\\t-\\n' "$1"; return 0; }
-  m=\${s#*:*:}; m=\${m%%.*}
-  if [ "$s" = "$2" ] && [ $((now - m)) -ge 3 ]; then printf 'P\\t%s\\t=\\t%s\\n' "$1" "$s"; return 0; fi
-  if [ "$3" = b ]; then b=$(base64 -w0 < "$1" 2>/dev/null) || b=-; printf 'B\\t%s\\t%s\\t%s\\n' "$1" "$s" "$b"; return 0; fi
-  h=$(sha256sum < "$1" 2>/dev/null | cut -c1-64); [ -n "$h" ] || h=-
-  printf 'P\\t%s\\t%s\\t%s\\n' "$1" "$h" "$s"; }`,
-      ...paths.map((p) => `c ${q(p)} ${q(known.get(p)?.sig ?? '')} h`),
-      ...STATE_FILES.map((p) => `c ${q(p)} ${q(known.get(p)?.sig ?? '')} b`),
-      `for f in ${TEMP_GLOBS.join(' ')}; do [ -e "$f" ] && printf 'T\\t%s\\n' "$f"; done`,
-      `printf 'U\\t%s\\n' "$(systemctl is-active etcd.service 2>/dev/null)"`,
-      'true',
-    ];
-    return lines.join('\n');
+  async stop(): Promise<SamplerFigures> {
+    this.running = false;
+    for (const c of this.children.values()) {
+      c.stdout?.destroy();
+      c.kill('SIGTERM');
+    }
+    await Promise.all(this.loops);
+    for (const w of this.waiters.splice(0)) w.resolve();
+    this.figures.meanGapMs = this.gaps.n ? Math.round(this.gaps.sum / this.gaps.n) : 0;
+    return this.figures;
   }
 
   private async loop(node: string): Promise<void> {
     while (this.running) {
-      const t0 = Date.now();
+      let pid: number;
       try {
-        const r = await runOnNode(node, this.script(node), { timeoutMs: 20_000 });
-        if (r.code === 0) this.take(node, r.stdout);
+        const n = loadState(labPaths().state).nodes[node];
+        if (!n) throw new Error(`no node ${node}`);
+        pid = leaderPid(n);
       } catch {
-        // the node is stopped or rebooting: nothing to observe there
+        // stopped or booting: look again shortly
+        await new Promise((r) => setTimeout(r, 500));
+        continue;
       }
-      const prev = this.lastSampleAt.get(node);
-      const at = Date.now();
-      if (prev !== undefined) this.figures.maxGapMs = Math.max(this.figures.maxGapMs, at - prev);
-      this.lastSampleAt.set(node, at);
-      const wait = this.intervalMs - (Date.now() - t0);
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const paths = [...(this.allowed.get(node)?.keys() ?? []), ...STATE_FILES];
+      const child = spawn('nsenter', ['-t', String(pid), '-a', '--', '/bin/sh', '-c', loopScript(paths, this.intervalMs, 1800)], {
+        stdio: ['ignore', 'pipe', 'ignore'],
+        env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' },
+      });
+      this.children.set(node, child);
+      let buf = '';
+      child.stdout!.on('data', (d: Buffer) => {
+        buf += d.toString('utf8');
+        for (;;) {
+          const end = buf.indexOf('\n.\n');
+          if (end < 0) break;
+          const block = buf.slice(0, end);
+          buf = buf.slice(end + 3);
+          this.take(node, block);
+        }
+      });
+      child.stdout!.on('error', () => undefined);
+      await new Promise<void>((r) => child.on('close', () => r()));
+      this.children.delete(node);
+      if (this.running) await new Promise((r) => setTimeout(r, 300));
     }
   }
 
-  private take(node: string, stdout: string): void {
+  private take(node: string, block: string): void {
+    const lines = block.split('\n');
+    const s = lines.indexOf('S');
+    if (s < 0) return;
     this.figures.samples++;
+    const at = Date.now();
+    const prevAt = this.lastSampleAt.get(node);
+    if (prevAt !== undefined) {
+      this.figures.maxGapMs = Math.max(this.figures.maxGapMs, at - prevAt);
+      this.gaps.n++;
+      this.gaps.sum += at - prevAt;
+    }
+    this.lastSampleAt.set(node, at);
     const t = this.now();
     const known = this.known.get(node) ?? new Map<string, Known>();
     this.known.set(node, known);
     const last = this.last.get(node) ?? new Map<string, string>();
     this.last.set(node, last);
+
+    const part: string[][] = [[], [], [], []];
+    let section = 0;
+    for (const l of lines.slice(s + 1)) {
+      if (l === '#') section++;
+      else if (l !== '') part[Math.min(section, 3)]!.push(l);
+    }
+    const [statPart, hashPart, statePart, tempPart] = part as [string[], string[], string[], string[]];
+    const sigs = new Map<string, string>();
+    for (const l of statPart) {
+      const [path, sig] = l.split('|');
+      if (path && sig) sigs.set(path, sig);
+    }
+    const hashes = new Map<string, string>();
+    for (const l of hashPart) {
+      const m = /^([0-9a-f]{64}) {2}(.*)$/.exec(l);
+      if (m) hashes.set(m[2]!, m[1]!);
+    }
+    for (const l of statePart) {
+      const i = l.indexOf(' ');
+      if (i > 0) this.checkState(node, l.slice(0, i), l.slice(i + 1));
+    }
+    this.tempNow.set(node, tempPart);
+    for (const f of tempPart) this.temps.add(`${node}:${f}`);
+    this.figures.tempSeen = this.temps.size;
+
     const allowed = this.allowed.get(node);
-    for (const line of stdout.split('\n')) {
-      const f = line.split('\t');
-      if (f[0] === 'T' && f[1]) {
-        this.temps.add(`${node}:${f[1]}`);
-        this.figures.tempSeen = this.temps.size;
-      } else if (f[0] === 'U') {
-        this.unit.set(node, f[1] ?? '');
-      } else if (f[0] === 'B' && f[1]) {
-        this.checkState(node, f[1], f[3] ?? '-');
-        known.set(f[1], { sig: f[2] ?? '', hash: '' });
-      } else if (f[0] === 'P' && f[1]) {
-        const path = f[1];
-        let hash: string;
-        if (f[2] === '-') {
-          hash = ABSENT;
-          known.delete(path);
-        } else if (f[2] === '=') {
-          hash = known.get(path)?.hash ?? ABSENT;
-        } else {
-          hash = f[2] ?? ABSENT;
-          this.figures.hashed++;
-          if (hash !== ABSENT) known.set(path, { sig: f[3] ?? '', hash });
-        }
-        if (STATE_FILES.includes(path)) continue;
-        if (last.get(path) !== hash) this.events.push({ t, node, path, hash });
-        last.set(path, hash);
-        const k = `${node}\0${path}\0${hash}`;
-        if (!this.seenDistinct.has(k)) {
-          this.seenDistinct.add(k);
-          this.figures.distinct = this.seenDistinct.size;
-          const ok = allowed?.get(path);
-          if (ok && !ok.has(hash)) this.figures.violations.push(`${node}:${path} held ${hash === ABSENT ? 'nothing' : `sha256 ${hash.slice(0, 12)}…`} at ${t} ms, allowed: ${[...ok].map((h) => (h === ABSENT ? 'absent' : h.slice(0, 12))).join(', ')}`);
-        }
+    for (const path of allowed?.keys() ?? []) {
+      const sig = sigs.get(path);
+      let hash: string;
+      if (sig === undefined) {
+        hash = ABSENT;
+        known.delete(path);
+      } else if (hashes.has(path)) {
+        hash = hashes.get(path)!;
+        this.figures.hashed++;
+        known.set(path, { sig, hash });
+      } else {
+        const k = known.get(path);
+        // Replaced between stat and sha256sum: this sample says nothing about it.
+        if (!k || k.sig !== sig) continue;
+        hash = k.hash;
+      }
+      if (last.get(path) !== hash) this.events.push({ t, node, path, hash });
+      last.set(path, hash);
+      const key = `${node}\0${path}\0${hash}`;
+      if (this.seenDistinct.has(key)) continue;
+      this.seenDistinct.add(key);
+      this.figures.distinct = this.seenDistinct.size;
+      const ok = allowed?.get(path);
+      if (ok && !ok.has(hash)) {
+        this.figures.violations.push(`${node}:${path} held ${hash === ABSENT ? 'nothing' : `sha256 ${hash.slice(0, 12)}…`} at ${t} ms; allowed: ${[...ok].map((h) => (h === ABSENT ? 'absent' : h.slice(0, 12))).join(', ')}`);
+      }
+    }
+    for (let i = this.waiters.length - 1; i >= 0; i--) {
+      const w = this.waiters[i]!;
+      if (w.node === node && this.figures.samples > w.after) {
+        this.waiters.splice(i, 1);
+        w.resolve();
       }
     }
   }
 
   private checkState(node: string, path: string, b64: string): void {
-    if (b64 === '-') return;
     const text = Buffer.from(b64, 'base64').toString('utf8');
     this.figures.stateChecked++;
     if (path.endsWith('.json')) {
       try {
         const inv = JSON.parse(text) as { resources?: unknown };
-        if (typeof inv.resources !== 'object') throw new Error('no resources');
+        if (typeof inv.resources !== 'object' || inv.resources === null) throw new Error('no resources');
       } catch (e) {
         this.figures.violations.push(`${node}:${path} was not a whole inventory (${(e as Error).message}; ${text.length} bytes)`);
       }
@@ -203,7 +292,7 @@ export class Sampler {
   }
 }
 
-/** The allowed-digest map for a replace from `before` (path → digest or ABSENT) to `after`. */
+/** What each path may hold during a replace from `before` (path → digest or ABSENT) to `after`. */
 export function transition(before: Map<string, string>, after: Map<string, string>): Map<string, Set<string>> {
   const out = new Map<string, Set<string>>();
   for (const p of new Set([...before.keys(), ...after.keys()])) out.set(p, new Set([before.get(p) ?? ABSENT, after.get(p) ?? ABSENT]));

@@ -187,7 +187,8 @@ export async function tempFiles(node: string): Promise<string[]> {
 /**
  * A one-line account of what is on a member node: how many desired files are
  * in place, whether the bootstrap's initial env file is there, the etcd
- * unit's state and whether its data dir holds a write-ahead log.
+ * unit's state, whether the running etcd is the desired binary, and whether
+ * its data dir holds a write-ahead log.
  */
 export async function nodeState(node: string, want: Map<string, string>): Promise<string> {
   const paths = [...want.keys()];
@@ -197,14 +198,18 @@ export async function nodeState(node: string, want: Map<string, string>): Promis
       ...paths.map((p) => `h=$(sha256sum < '${p}' 2>/dev/null | cut -c1-64); echo "F $h"`),
       'echo "E $(test -e /etc/etcd/etcd-initial.env && echo yes || echo no)"',
       'echo "U $(systemctl is-active etcd.service 2>/dev/null)"',
+      'p=$(systemctl show -p MainPID --value etcd.service 2>/dev/null); [ "${p:-0}" -gt 0 ] && echo "X $(sha256sum < /proc/$p/exe | cut -c1-64)"',
       'echo "W $(ls /var/lib/etcd/member/wal/*.wal >/dev/null 2>&1 && echo yes || echo no)"',
     ].join('\n'),
   );
   const lines = out.split('\n');
   const hashes = lines.filter((l) => l.startsWith('F')).map((l) => l.slice(2).trim());
   const ok = hashes.filter((h, i) => h === want.get(paths[i]!)).length;
-  const get = (k: string): string => lines.find((l) => l.startsWith(`${k} `))?.slice(2) ?? '?';
-  return `${node}: ${ok}/${paths.length} files${get('E') === 'yes' ? ', initial env' : ''}, etcd ${get('U') || 'inactive'}${get('W') === 'yes' ? ' (data)' : ''}`;
+  const get = (k: string): string => lines.find((l) => l.startsWith(`${k} `))?.slice(2) ?? '';
+  const exe = get('X');
+  const bin = want.get('/usr/local/bin/etcd');
+  const runs = exe === '' ? '' : exe === bin ? ', runs the new binary' : ', runs the old binary';
+  return `${node}: ${ok}/${paths.length} files${get('E') === 'yes' ? ', initial env' : ''}, etcd ${get('U') || 'inactive'}${runs}${get('W') === 'yes' ? ' (data)' : ''}`;
 }
 
 /** What a pass must not leave behind on a member node: temporary files, the initial env file. */

@@ -4,16 +4,15 @@
 // The suite owns node wt-a and the branch watch-<run>; nothing else is touched.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { labReset, runOnNode } from '../../src/lab/index.js';
 import { signBody } from '../../src/daemon/webhook.js';
-import { ensureLab, projectDir, type TestLab } from '../helpers/lab.js';
+import { ensureLab, type TestLab } from '../helpers/lab.js';
 import { commitChange, git, gitEnv } from '../helpers/git.js';
+import { hook as sendHook, http, startWatcher as launch, status, stopWatcher, until, type Watcher } from '../helpers/watch.js';
 
 const RUN = randomBytes(3).toString('hex');
 const BRANCH = `watch-${RUN}`;
@@ -27,12 +26,6 @@ const RARELY_S = 600;
 let lab: TestLab;
 const figures: string[] = [];
 
-interface Watcher {
-  proc: ChildProcess;
-  lines: (Record<string, unknown> & { msg?: string; time?: number })[];
-  url: string;
-  exited: Promise<number | null>;
-}
 const watchers: Watcher[] = [];
 
 function desiredState(motd: string, extraNodesYaml = ''): (dir: string) => void {
@@ -57,79 +50,12 @@ async function onNode(script: string): Promise<string> {
   return r.stdout.trim();
 }
 
-function http(url: string, method: string, path: string, body?: string | Buffer, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const b = body === undefined ? undefined : Buffer.from(body);
-    // agent: false: a fresh connection per request, so a keep-alive socket the server is closing is never reused.
-    const req = request(`${url}${path}`, { method, agent: false, headers: { ...headers, ...(b ? { 'content-length': String(b.length) } : {}) } }, (res) => {
-      const parts: Buffer[] = [];
-      res.on('data', (c: Buffer) => parts.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString() }));
-    });
-    req.on('error', reject);
-    req.end(b);
-  });
-}
-
-const status = async (w: Watcher): Promise<Record<string, any>> => JSON.parse((await http(w.url, 'GET', '/status')).body) as Record<string, any>;
-
-function hook(w: Watcher, ref = `refs/heads/${BRANCH}`, sign = true): Promise<{ status: number; body: string }> {
-  const body = JSON.stringify({ ref, after: '0'.repeat(40), repository: { full_name: 'lab/desired-state' } });
-  return http(w.url, 'POST', '/hooks/git', body, { 'content-type': 'application/json', 'x-github-event': 'push', ...(sign ? { 'x-hub-signature-256': signBody(SECRET, body) } : {}) });
-}
-
-async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined | false> | T | undefined | false): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const hook = (w: Watcher, ref = `refs/heads/${BRANCH}`, sign = true): ReturnType<typeof sendHook> => sendHook(w, ref, sign ? SECRET : null);
 
 async function startWatcher(mode: 'enforce' | 'report', intervalS: number): Promise<Watcher> {
-  const cwd = mkdtempSync(join(tmpdir(), 'converge-watch-'));
-  const proc = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(projectDir, 'src/cli/main.ts'), 'watch'], {
-    cwd,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-      CONVERGE_REPO: lab.git.url,
-      CONVERGE_BRANCH: BRANCH,
-      CONVERGE_PATH: '.',
-      CONVERGE_GIT_CREDENTIALS: lab.git.credentialsFile,
-      CONVERGE_SSH_KEY: lab.sshKey,
-      CONVERGE_KNOWN_HOSTS: lab.knownHosts,
-      CONVERGE_SECRETS_DIR: lab.secretsDir,
-      CONVERGE_ARTIFACTS_DIR: lab.artifactsDir,
-      CONVERGE_WEBHOOK_SECRET: SECRET,
-      CONVERGE_LISTEN: '127.0.0.1:0',
-      CONVERGE_STATE_DIR: join(cwd, 'state'),
-      CONVERGE_INTERVAL: String(intervalS),
-      CONVERGE_MODE: mode,
-    },
-  });
-  const lines: Watcher['lines'] = [];
-  let buf = '';
-  let stderr = '';
-  proc.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    const parts = buf.split('\n');
-    buf = parts.pop() ?? '';
-    for (const p of parts) if (p.trim() !== '') lines.push(JSON.parse(p) as Watcher['lines'][number]);
-  });
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
-  const listening = await until(`the watcher to listen (stderr: ${stderr})`, 30_000, () => lines.find((l) => l.msg === 'HTTP listening')?.['listen'] as string | undefined);
-  const w = { proc, lines, url: `http://${listening}`, exited };
+  const w = await launch(lab, { branch: BRANCH, mode, intervalS, webhookSecret: SECRET });
   watchers.push(w);
   return w;
-}
-
-async function stopWatcher(w: Watcher): Promise<number | null> {
-  w.proc.kill('SIGTERM');
-  return w.exited;
 }
 
 test.before(async () => {
@@ -197,7 +123,7 @@ test('invalid YAML: not applied, reported with file:line; the last good commit s
   assert.is(st['rejected'].kind, 'invalid');
   assert.ok((st['rejected'].diagnostics as string[]).some((d) => /^files\.yaml:\d+:\d+: /.test(d)), JSON.stringify(st['rejected']));
   assert.is(st['commitApplied'], good);
-  assert.ok(w.lines.some((l) => l.msg === 'commit rejected: the desired state is invalid; nothing applied'));
+  await until('the rejection logged', 5_000, () => w.lines.some((l) => l.msg === 'commit rejected: the desired state is invalid; nothing applied'));
   // Drift made by hand meanwhile: the next pass (here started by a webhook) enforces the last good commit, not the rejected one.
   await onNode(`echo hand-edit > ${FILE}`);
   await hook(w);
@@ -239,10 +165,17 @@ test('polling: a push is picked up within the interval, and drift made by hand i
   await until('the polled commit applied', (INTERVAL_S * 1.1 + 30) * 1000, async () => (await status(p))['commitApplied'] === commit);
   figures.push(`push → applied by polling ${Date.now() - pushed} ms (interval ${INTERVAL_S} s)`);
   assert.is(await onNode(`cat ${FILE}`), 'seventh');
+  const before = p.lines.length;
   await onNode(`echo hand-edit > ${FILE}`);
   const edited = Date.now();
   await until('the hand edit corrected', (INTERVAL_S * 1.1 + 30) * 1000, async () => (await onNode(`cat ${FILE}`)) === 'seventh');
   figures.push(`hand edit → corrected by polling ${Date.now() - edited} ms`);
+  // The pass that corrected it said what it found, labelled as the drift report labels it.
+  const found = await until('the drift logged', 5_000, () => p.lines.slice(before).find((l) => l.msg === 'drift found'));
+  assert.equal(found['items'], ['corrective File/watch-motd content']);
+  const fixedBy = await until('the correcting pass', 5_000, () => p.lines.slice(before).find((l) => l.msg === 'pass finished' && (l['changes'] as number) > 0));
+  assert.equal(fixedBy['driftBefore'], { corrective: 1, intentional: 0 });
+  assert.equal((await status(p))['drift'][NODE].resources, [], 'drift left after the correcting pass');
   assert.is(await stopWatcher(p), 0);
 });
 
@@ -254,12 +187,25 @@ test('report mode: drift by hand is reported (status, metrics) and left alone', 
     const s = await status(r);
     return s['lastPass']?.result === 'drift' ? s : undefined;
   });
-  const items = st['drift'][NODE].resources as { resource: string }[];
-  assert.ok(items.some((i) => i.resource === 'File/watch-motd'), JSON.stringify(items));
-  assert.match((await http(r.url, 'GET', '/metrics')).body, new RegExp(`converge_drifted_resources\\{node="${NODE}",kind="File"\\} 1`));
+  assert.equal(st['drift'][NODE].resources, [{ resource: 'File/watch-motd', kind: 'File', label: 'corrective', field: 'content', target: FILE }]);
+  const metrics = (await http(r.url, 'GET', '/metrics')).body;
+  assert.match(metrics, new RegExp(`converge_drifted_resources\\{node="${NODE}",kind="File"\\} 1`));
+  assert.match(metrics, new RegExp(`converge_drift_items\\{node="${NODE}",label="corrective"\\} 1`));
   // Another interval: still not corrected.
   await new Promise((res) => setTimeout(res, INTERVAL_S * 1.2 * 1000));
   assert.is(await onNode(`cat ${FILE}`), 'hand-edit');
+
+  // A commit in report mode is not rolled out: its change is intentional drift, the hand edit still corrective.
+  await onNode(`echo seventh > ${FILE}`);
+  const commit = await push('eighth\n', 'watch test: report mode commit');
+  const st2 = await until('the commit reported as intentional drift', (INTERVAL_S * 1.1 + 30) * 1000, async () => {
+    const s = await status(r);
+    return s['lastPass']?.commit === commit && s['lastPass']?.result === 'drift' ? s : undefined;
+  });
+  assert.equal(st2['drift'][NODE].resources, [{ resource: 'File/watch-motd', kind: 'File', label: 'intentional', field: 'content', target: FILE }]);
+  assert.match((await http(r.url, 'GET', '/metrics')).body, new RegExp(`converge_drift_items\\{node="${NODE}",label="intentional"\\} 1`));
+  assert.is(st2['commitApplied'], null, 'report mode marked a commit applied');
+  assert.is(await onNode(`cat ${FILE}`), 'seventh');
   assert.is(await stopWatcher(r), 0);
 });
 

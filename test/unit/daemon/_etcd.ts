@@ -1,7 +1,6 @@
 // One real etcd member on 127.0.0.1 with TLS and client-cert auth, for the
 // election tests: the etcd helper's local cluster (../etcd/helpers), started
 // as a single-member cluster.
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { localCluster, type LocalCluster } from '../etcd/helpers/local-cluster.js';
@@ -43,7 +42,6 @@ export async function singleEtcd(port: number): Promise<SingleEtcd> {
       await new Promise((r) => setTimeout(r, 200));
     }
   }
-  writeFileSync(join(cluster.dir, 'url'), n.clientUrl);
   return {
     cluster,
     url: n.clientUrl,

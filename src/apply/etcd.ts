@@ -16,7 +16,7 @@ import type { Etcd3 } from 'etcd3';
 import { deadline, etcdErrorText, withMemberClients, type EtcdTls, type MemberClients } from '../connect/etcd.js';
 import { shellQuote, type Transport } from '../connect/transport.js';
 import { ConvergeError, EtcdError, EtcdUnsafeError } from '../errors/index.js';
-import { gatherEtcdFacts, gatherEtcdNodeFacts, unitJournal } from '../facts/etcd.js';
+import { gatherEtcdFacts, gatherEtcdFactsSettled, gatherEtcdNodeFacts, unitJournal } from '../facts/etcd.js';
 import type { EtcdFacts, EtcdMemberFact } from '../facts/types.js';
 import type { EtcdMemberSpec, ResolvedEtcd } from '../model/types.js';
 import { CAUGHT_UP_LAG, LEARNER_READY_RATIO, initialClusterString, initialEnvText, quorum, sha256Hex, bootstrapInitialCluster } from '../plan/etcd.js';
@@ -155,6 +155,11 @@ class EtcdRun {
 
   facts(): Promise<EtcdFacts> {
     return gatherEtcdFacts(this.spec, this.ctx.tls, { timeoutMs: 2000 });
+  }
+
+  /** Facts a step decides on: a time-out is asked again with more time before it counts (polls use facts()). */
+  settled(): Promise<EtcdFacts> {
+    return gatherEtcdFactsSettled(this.spec, this.ctx.tls, { timeoutMs: 2000 });
   }
 
   /**
@@ -370,7 +375,7 @@ class EtcdRun {
   // ---- steps ------------------------------------------------------------------------
 
   async leaderMove(a: Extract<EtcdAction, { type: 'etcd.leader.move' }>, r: EtcdStepReport): Promise<void> {
-    const f = await this.facts();
+    const f = await this.settled();
     const leader = agreedLeader(f);
     if (leader === a.toMemberId) {
       r.detail.push(`${this.nameOf(f, a.toMemberId)} already leads`);
@@ -384,7 +389,7 @@ class EtcdRun {
 
   async restart(a: Extract<EtcdAction, { type: 'etcd.member.restart' }>, r: EtcdStepReport): Promise<void> {
     const d = this.desired(a.name);
-    let f = await this.facts();
+    let f = await this.settled();
     const m = this.byPeer(f, d.peerUrl);
     if (!m || m.isLearner) throw new EtcdStepError(`${a.name} is not a voting member of the cluster`, 'the plan is stale: run converge plan again');
     const wasHealthy = f.status[m.id]?.healthy === true;
@@ -396,7 +401,7 @@ class EtcdRun {
         const ms = await this.moveLeadership(f, to);
         r.timings.leaderMove = ms;
         r.detail.push(`${a.name} led: leadership moved to ${this.nameOf(f, to)} in ${ms} ms first`);
-        f = await this.facts();
+        f = await this.settled();
         this.requireQuorumWithout(f, m.id, `restarting ${a.name}`);
       }
       this.say(`etcd: ${a.name}: stopping (${healthyVoters(f).length - 1} other voters healthy)`);
@@ -420,7 +425,7 @@ class EtcdRun {
   }
 
   async bootstrap(a: Extract<EtcdAction, { type: 'etcd.bootstrap' }>, r: EtcdStepReport): Promise<void> {
-    const f0 = await this.facts();
+    const f0 = await this.settled();
     const want = this.spec.members;
     if (f0.members.length > 0) {
       const same = f0.members.length === want.length && want.every((d) => this.byPeer(f0, d.peerUrl));
@@ -475,7 +480,7 @@ class EtcdRun {
 
   async add(a: Extract<EtcdAction, { type: 'etcd.member.add' }>, r: EtcdStepReport): Promise<void> {
     const d = this.desired(a.name);
-    let f = await this.facts();
+    let f = await this.settled();
     let m = this.byPeer(f, a.peerUrl);
     this.requireHealthy(f, `adding ${a.name}`, m?.id);
     const otherLearner = f.members.find((x) => x.isLearner && x.id !== m?.id);
@@ -485,7 +490,7 @@ class EtcdRun {
     if (!m) {
       m = await this.memberAdd(f, a);
       r.detail.push(`${a.name} added as learner ${m.id}`);
-      f = await this.facts();
+      f = await this.settled();
     } else {
       r.detail.push(`${a.name} is member ${m.id} already (${m.isLearner ? 'learner' : 'voter'}): not added again`);
     }
@@ -581,7 +586,7 @@ class EtcdRun {
     try {
       await this.clusterClient(g, id).cluster.memberRemove({ ID: id }, deadline(10_000));
     } catch (e) {
-      const again = await this.facts();
+      const again = await this.settled();
       if (again.members.some((x) => x.id === id)) {
         throw new EtcdStepError(`learner ${name} did not catch up within ${this.spec.rollout.learnerTimeoutSeconds} s, and removing it failed: ${etcdErrorText(e)}`, 'run converge again: it removes the stuck learner first', { node: d.node, journal });
       }
@@ -603,7 +608,7 @@ class EtcdRun {
 
   async promote(a: Extract<EtcdAction, { type: 'etcd.member.promote' }>, r: EtcdStepReport): Promise<void> {
     const d = this.desired(a.name);
-    const f = await this.facts();
+    const f = await this.settled();
     const m = f.members.find((x) => x.id === a.memberId);
     if (!m) throw new EtcdStepError(`learner ${a.name} (${a.memberId}) is no longer in the cluster`, 'the plan is stale: run converge plan again');
     if (m.isLearner) await this.promoteWhenReady(d, m.id, a.name, r);
@@ -618,7 +623,7 @@ class EtcdRun {
   }
 
   async remove(a: Extract<EtcdAction, { type: 'etcd.member.remove' }>, r: EtcdStepReport): Promise<void> {
-    let f = await this.facts();
+    let f = await this.settled();
     const m = f.members.find((x) => x.id === a.memberId);
     if (!m) {
       r.detail.push(`${a.name} (${a.memberId}) was removed already`);
@@ -636,14 +641,14 @@ class EtcdRun {
           const ms = await this.moveLeadership(f, to);
           r.timings.leaderMove = ms;
           r.detail.push(`${a.name} led: leadership moved to ${this.nameOf(f, to)} in ${ms} ms first`);
-          f = await this.facts();
+          f = await this.settled();
         }
       }
       const t0 = Date.now();
       try {
         await this.clusterClient(f, m.id).cluster.memberRemove({ ID: m.id }, deadline(10_000));
       } catch (e) {
-        const again = await this.facts();
+        const again = await this.settled();
         if (again.members.some((x) => x.id === m.id)) throw new EtcdStepError(`removing ${a.name} failed: ${etcdErrorText(e)}`, 'see `converge status` and run converge again');
       }
       await this.waitFor(`${a.name} gone from the member list`, this.healthMs, (g) => (g.members.length === 0 ? (g.error ?? 'no member list') : g.members.some((x) => x.id === m.id) ? 'still listed' : null));

@@ -25,6 +25,8 @@ import { planHasChanges, planHasErrors } from '../plan/plan.js';
 import type { Plan } from '../plan/types.js';
 import { computeDrift } from '../reconcile/drift.js';
 import { applyPlan, computePlan, gather, type ApplyReport } from '../reconcile/pass.js';
+import { describeAction } from '../apply/host.js';
+import { gatherEtcd } from '../reconcile/etcd.js';
 import { rollbackNodes } from '../reconcile/rollback.js';
 import { openSession, type PassConfig } from '../reconcile/session.js';
 import { detectRepo, openSource, type FileSource, type Source } from '../source/git.js';
@@ -86,6 +88,15 @@ function logDrift(log: Logger, report: DriftReport): void {
   }
 }
 
+function logApplied(log: Logger, report: ApplyReport): void {
+  for (const n of report.nodes) {
+    if (n.outcomes.length === 0) continue;
+    const fields = { node: n.node, actions: n.performed.map(describeAction), durationMs: n.durationMs };
+    if (n.ok) log.info(fields, 'applied');
+    else log.error({ ...fields, error: n.error?.message, ...(n.outcomes.find((o) => o.unit)?.unit ?? {}) }, 'apply failed on the node');
+  }
+}
+
 function etcdSummary(e: EtcdFacts | null): PassSummary['etcd'] {
   if (e === null) return null;
   return {
@@ -141,8 +152,13 @@ export function reconcileFor(cfg: PassConfig, source: Source, only: string[] | u
         return { ...base, outcome: planHasChanges(plan) || reported || driftCount(drift) > 0 ? 'drift' : 'ok', changes: 0 };
       }
       const report = await applyPlan(s, plan, g, { signal: job.signal, log: (line) => job.log.info(line) });
+      logApplied(job.log, report);
       const changes = report.nodes.reduce((sum, n) => sum + n.performed.length, 0);
-      if (report.ok) return { ...base, nodes: report.verify === null ? before : remaining(before, report.verify), outcome: 'ok', changes };
+      if (report.ok) {
+        // The member set and health after the etcd steps, not before them.
+        const etcd = plan.etcd.length > 0 ? etcdSummary(await gatherEtcd(s).catch(() => g.etcd)) : base.etcd;
+        return { ...base, etcd, nodes: report.verify === null ? before : remaining(before, report.verify), outcome: 'ok', changes };
+      }
       const error = report.errors.map((e) => e.message).join('; ');
       if (job.signal.aborted) return { ...base, outcome: 'aborted', changes, error };
       const { halted, touched } = haltedBy(report);
@@ -155,8 +171,9 @@ export function reconcileFor(cfg: PassConfig, source: Source, only: string[] | u
         else job.log.error({ nodes: r.nodes, toCommit: r.toCommit.slice(0, 12), error: r.error }, 'rollback failed');
       }
       // What the nodes look like now, against this commit (after a rollback: its changes, not rolled out).
-      const after = await gather(s).then((again) => computeDrift(s, again, new Date())).then((d) => driftNodes(d, null), () => before);
-      return { ...base, nodes: after, outcome: halted ? 'halted' : 'failed', changes, error, ...(rolledBack === undefined ? {} : { rolledBack }) };
+      const again = await gather(s).catch(() => null);
+      const after = again === null ? before : await computeDrift(s, again, new Date()).then((d) => driftNodes(d, null), () => before);
+      return { ...base, etcd: again === null ? base.etcd : etcdSummary(again.etcd), nodes: after, outcome: halted ? 'halted' : 'failed', changes, error, ...(rolledBack === undefined ? {} : { rolledBack }) };
     } finally {
       await s.close();
     }

@@ -151,6 +151,20 @@ export async function gatherEtcdFacts(spec: ResolvedEtcd, tls: EtcdTls, opts: Ga
   });
 }
 
+/**
+ * gatherEtcdFacts for a decision. A busy bastion or cluster can miss the short
+ * deadline everywhere at once, which reads as "no member answers" or "a
+ * member is down"; a time-out is asked again with time to spare before it is
+ * believed.
+ */
+export async function gatherEtcdFactsSettled(spec: ResolvedEtcd, tls: EtcdTls, opts: GatherEtcdOptions & { patientTimeoutMs?: number } = {}): Promise<EtcdFacts> {
+  const { patientTimeoutMs = 10_000, ...quickOpts } = opts;
+  const quick = await gatherEtcdFacts(spec, tls, quickOpts);
+  const timedOut = (e: string | undefined): boolean => /timed out/.test(e ?? '');
+  const doubt = quick.members.length === 0 ? timedOut(quick.error) : Object.values(quick.status).some((m) => !m.healthy && timedOut(m.error));
+  return doubt ? gatherEtcdFacts(spec, tls, { ...quickOpts, timeoutMs: patientTimeoutMs }) : quick;
+}
+
 // ---- etcd on one node --------------------------------------------------------
 
 export type EtcdNodeSpec = Pick<ResolvedEtcd, 'dataDir' | 'initialEnvFile' | 'unit'>;

@@ -185,6 +185,8 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 umask 077
 T=$(mktemp -d -t converge-probe.XXXXXXXX) || exit 90
 trap 'cd /; rm -rf "$T"' EXIT
+# A dropped connection (converge killed, link cut) must not leave the folder behind: sh runs the EXIT trap only on exit.
+trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; trap 'exit 143' TERM
 cd "$T" || exit 90
 : > p; : > w; : > d; : > a; : > n; : > c; : > e
 fail() { printf 'X\0%s\0%s\0' "$1" "$2"; head -c 4000 e; printf '\0'; }

@@ -6,7 +6,7 @@
  */
 import { loadEtcdTls, type EtcdTls } from '../connect/etcd.js';
 import { ConvergeError } from '../errors/index.js';
-import { gatherEtcdFacts } from '../facts/etcd.js';
+import { gatherEtcdFactsSettled } from '../facts/etcd.js';
 import { applyEtcdActions } from '../apply/etcd.js';
 import type { EtcdFacts, NodeFacts } from '../facts/types.js';
 import { planEtcd, type EtcdRefusal } from '../plan/etcd.js';
@@ -32,13 +32,7 @@ export async function gatherEtcd(s: Session): Promise<EtcdFacts | null> {
   if (!spec || s.cfg.skipEtcd) return null;
   const tls = await etcdTls(s);
   if (!tls) return null;
-  const quick = await gatherEtcdFacts(spec, tls);
-  // A busy bastion or cluster can miss the short deadline everywhere at once. The plan reads
-  // "no member answers" or "a member is down" as a cluster down, so a time-out is asked again
-  // with time to spare before it is believed.
-  const timedOut = (e: string | undefined): boolean => /timed out/.test(e ?? '');
-  if (!(quick.members.length === 0 ? timedOut(quick.error) : Object.values(quick.status).some((m) => !m.healthy && timedOut(m.error)))) return quick;
-  return gatherEtcdFacts(spec, tls, { timeoutMs: 10_000 });
+  return gatherEtcdFactsSettled(spec, tls);
 }
 
 export function planEtcdSteps(s: Session, g: Gathered, host: Plan): { actions: EtcdAction[]; refusals: EtcdRefusal[] } {

@@ -31,10 +31,16 @@ export async function gather(s: Session): Promise<Gathered> {
   const facts = new Map<string, NodeFactsOrError>();
   for (const [name, e] of s.unreachable) facts.set(name, { error: e.message });
   const reachable = s.nodes.filter((n) => s.transports.has(n.name));
-  const [outcomes, etcd] = await Promise.all([
+  // Settle both before failing: an etcd error (an expired client certificate, say) must not end
+  // the command while node probes still run, or they are cut off and leave their temp folders.
+  const [probed, cluster] = await Promise.allSettled([
     withNodes(reachable, s.cfg.parallel, (n) => gatherAllFacts(s.transports.get(n.name)!, probeRequestFor(n, s.state.etcd), etcdProbeFor(s, n))),
     gatherEtcd(s),
   ]);
+  if (probed.status === 'rejected') throw probed.reason;
+  if (cluster.status === 'rejected') throw cluster.reason;
+  const outcomes = probed.value;
+  const etcd = cluster.value;
   for (const o of outcomes) facts.set(o.node.name, o.ok ? o.value : { error: asConvergeError(o.node.name, o.error).message });
   const good = [...facts.values()].filter((f): f is NodeFacts => 'paths' in f);
   return { facts, digest: factsDigest(good), etcd };

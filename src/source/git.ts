@@ -186,12 +186,24 @@ async function openRemote(opts: SourceOptions, path: string, env: NodeJS.Process
     return res.fetchHead;
   }
 
+  /** The cached branch and its commit read back: the cache is sound whatever the server answered. */
+  async function cacheReadable(): Promise<boolean> {
+    try {
+      await git.readCommit({ fs, gitdir, oid: await git.resolveRef({ fs, gitdir, ref: `refs/heads/${opts.branch}` }) });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   async function fetch(depth = 1): Promise<string> {
     try {
       return await fetchOnce(depth);
     } catch (e) {
       const mapped = sourceFailure(e, ctx);
-      if (!isLocalDamage(e, opts.branch)) throw mapped;
+      // A server answering garbage fails the same way as a damaged cache; wiping a sound
+      // cache then would lose the last good commit while the server is broken.
+      if (!isLocalDamage(e, opts.branch) || (await cacheReadable())) throw mapped;
     }
     // The cache is converge's own: when it is damaged (a crash mid-write), start it afresh once.
     await rm(gitdir, { recursive: true, force: true });

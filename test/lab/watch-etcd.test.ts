@@ -41,7 +41,7 @@ function desiredState(envExtra: string[]): (dir: string) => void {
     writeDesired(
       {
         nodes: Object.fromEntries(chapter.map((c, i) => [c, { name: NODES[i]!, address: lab.node(NODES[i]!).address }])),
-        edit: (d) => (d.kind === 'EtcdCluster' ? { ...d, spec: { ...d.spec, rollout: { healthTimeoutSeconds: 15, learnerTimeoutSeconds: 60 } } } : d),
+        edit: (d) => (d.kind === 'EtcdCluster' ? { ...d, spec: { ...d.spec, rollout: { healthTimeoutSeconds: 10, learnerTimeoutSeconds: 60 } } } : d),
         files: { 'templates/etcd.env': env + envExtra.map((l) => `${l}\n`).join('') },
       },
       dir,

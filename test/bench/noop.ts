@@ -44,9 +44,9 @@ async function main(): Promise<void> {
       rss.push(r.maxRssKb);
       inside.push(Number(/^stats: total (\d+) ms$/m.exec(r.stderr)?.[1] ?? Number.NaN));
       perNode = convergeExecs(r.stderr);
-      process.stdout.write(`run ${i + 1}: ${seconds(r.ms)} wall (connect+facts+plan ${seconds(inside[i]!)}), ${mib(r.maxRssKb)} peak RSS\n`);
+      process.stdout.write(`run ${i + 1}: ${seconds(r.ms)} wall (loading the desired state to the plan: ${seconds(inside[i]!)}), ${mib(r.maxRssKb)} peak RSS\n`);
     }
-    process.stdout.write(`\nno-op converge plan, ${NODES.length} nodes, ${runs} runs: median ${seconds(median(walls))} wall, ` + `${seconds(median(inside))} from connecting to the plan, peak RSS ${mib(Math.max(...rss))}\n`);
+    process.stdout.write(`\nno-op converge plan, ${NODES.length} nodes, ${runs} runs: median ${seconds(median(walls))} wall, ` + `${seconds(median(inside))} from loading the desired state to the plan, peak RSS ${mib(Math.max(...rss))}\n`);
     for (const n of NODES) {
       const execs = perNode[n];
       process.stdout.write(`  ${n}: SSH round trips: 1 connect + ${execs ?? '?'} exec = ${execs === undefined ? '?' : 1 + execs}\n`);

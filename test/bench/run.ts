@@ -22,7 +22,7 @@ import { labInfo, labReset, labRemoveNode, labUp, type LabInfo, type LabNode } f
 import { projectDir } from '../helpers/lab.js';
 import { addLatency, removeRules, type Latency } from './latency/latency.js';
 import { load, machine, median, mib, seconds, type Machine } from './lib/stats.js';
-import { ansibleChanged, convergeExecs, dropControlMasters, freezeBuild, tools, type RunResult, type Tools } from './lib/tools.js';
+import { ansibleChanged, convergeExecs, dropControlMasters, freezeBuild, killRunning, tools, type RunResult, type Tools } from './lib/tools.js';
 import { makeWorkspace, type Workspace } from './lib/workspace.js';
 
 const COMPARISONS = ['noop-check', 'noop-apply', 'full', 'scale-nodes', 'scale-files', 'latency'] as const;
@@ -292,6 +292,7 @@ class Bench {
   }
 
   async cleanup(): Promise<void> {
+    killRunning();
     if (this.latency) await this.latency.stop();
     removeRules();
     dropControlMasters(this.controlDir);

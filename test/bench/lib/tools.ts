@@ -24,12 +24,27 @@ export interface RunResult {
   timedOut: boolean;
 }
 
+const running = new Set<number>();
+
+/** Kill every tool run still going (each runs in its own process group), e.g. when the bench is interrupted. */
+export function killRunning(): void {
+  for (const pid of running) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+  running.clear();
+}
+
 export async function timed(argv: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs: number }): Promise<RunResult> {
   const rssFile = join(opts.cwd, `.rss-${process.pid}-${Date.now()}`);
   const full = ['/usr/bin/time', '-f', '%M %U %S', '-o', rssFile, ...argv];
   const started = performance.now();
   return new Promise((resolve, reject) => {
     const child = spawn(full[0]!, full.slice(1), { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    if (child.pid) running.add(child.pid);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
@@ -47,6 +62,7 @@ export async function timed(argv: string[], opts: { cwd: string; env?: NodeJS.Pr
     child.on('close', (code) => {
       const ms = performance.now() - started;
       clearTimeout(timer);
+      if (child.pid) running.delete(child.pid);
       let maxRssKb = 0;
       let cpuMs = 0;
       if (existsSync(rssFile)) {

@@ -120,6 +120,7 @@ async function main(argv: string[]): Promise<number> {
   lab
     .command('down')
     .description('stop everything the lab started and remove the bridge')
+    .option('--purge', 'also delete the lab directory (keys, PKI, Git repository); the node image cache stays')
     .action(run(async (flags) => (await import('./commands.js')).lab('down', flags, [], out)));
   lab
     .command('status')

@@ -23,6 +23,8 @@ function labRank(file: string): number {
   return i === -1 ? labOrder.length - 1.5 : i;
 }
 
+const SUITE_TIMEOUT_MS = 25 * 60_000;
+
 let passed = 0;
 let failed = 0;
 const failures: string[] = [];
@@ -30,7 +32,9 @@ const failures: string[] = [];
 function run(label: string, args: string[]): void {
   const started = Date.now();
   process.stdout.write(`\n=== ${label}\n`);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', uvu, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FORCE_COLOR: '0' }, maxBuffer: 256 * 1024 * 1024 });
+  // A suite that hangs fails after SUITE_TIMEOUT_MS instead of eating CI's whole budget.
+  const r = spawnSync(process.execPath, ['--import', 'tsx', uvu, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FORCE_COLOR: '0' }, maxBuffer: 256 * 1024 * 1024, timeout: SUITE_TIMEOUT_MS, killSignal: 'SIGKILL' });
+  if (r.error) process.stdout.write(`${label}: ${r.error.message} (limit ${SUITE_TIMEOUT_MS / 60000} min)\n`);
   const out = r.stdout?.toString() ?? '';
   process.stdout.write(out);
   const p = Number(/Passed:\s+(\d+)/.exec(out)?.[1] ?? 0);

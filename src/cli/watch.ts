@@ -5,32 +5,32 @@
  * SIGTERM. Logs are JSON lines on stdout; nothing else is printed.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { Etcd3, type IOptions } from 'etcd3';
 import { join, resolve as resolvePath } from 'node:path';
-import { ConfigError, UsageError } from '../errors/index.js';
+import { Etcd3, type IOptions } from 'etcd3';
+import type { Logger } from 'pino';
+import { describeAction } from '../apply/host.js';
 import { loadEtcdTls } from '../connect/etcd.js';
 import { EtcdLeadership } from '../daemon/leader.js';
 import { createLogger } from '../daemon/log.js';
-import { startWatch } from '../daemon/service.js';
 import { loadWebhookSecret } from '../daemon/secret.js';
+import { startWatch } from '../daemon/service.js';
 import { stopOnSignals } from '../daemon/signals.js';
-import type { Logger } from 'pino';
 import type { DriftItem, Mode, NodeSummary, PassSummary, ReconcileFn, RollbackSummary } from '../daemon/types.js';
+import { ConfigError, UsageError } from '../errors/index.js';
 import type { EtcdFacts } from '../facts/types.js';
+import { memorySource, validateDesiredState } from '../model/index.js';
 import { driftCount, type DriftReport } from '../plan/drift.js';
 import { planHasChanges, planHasErrors } from '../plan/plan.js';
 import type { Plan } from '../plan/types.js';
 import { computeDrift } from '../reconcile/drift.js';
-import { applyPlan, computePlan, gather, type ApplyReport } from '../reconcile/pass.js';
-import { describeAction } from '../apply/host.js';
 import { gatherEtcd } from '../reconcile/etcd.js';
+import { applyPlan, computePlan, gather, type ApplyReport } from '../reconcile/pass.js';
 import { rollbackNodes } from '../reconcile/rollback.js';
 import { openSession, type PassConfig } from '../reconcile/session.js';
-import { detectRepo, openSource, type FileSource, type Source } from '../source/git.js';
 import type { SourceAuth } from '../source/auth.js';
+import { detectRepo, openSource, type FileSource, type Source } from '../source/git.js';
 import { passConfig } from './commands.js';
 import { resolveConfig, type Config } from './config.js';
 import { EXIT } from './exit.js';
@@ -166,6 +166,7 @@ export function reconcileFor(cfg: PassConfig, source: Source, only: string[] | u
       if (halted && job.rollbackTo !== null && touched.length > 0) {
         job.log.warn({ nodes: touched, toCommit: job.rollbackTo.slice(0, 12) }, 'rollout halted: returning the changed nodes to the last good commit');
         const r = await rollbackNodes(cfg, { files: at(job.rollbackTo), commit: job.rollbackTo, at }, touched, { signal: job.signal, log: (line) => job.log.info({ rollback: true }, line) });
+        if (r.report !== null) logApplied(job.log.child({ rollback: true }), r.report);
         rolledBack = { toCommit: r.toCommit, nodes: r.nodes, ok: r.ok, changes: r.changes, durationMs: r.durationMs, ...(r.error === undefined ? {} : { error: r.error }), ...(r.skipped.length ? { skipped: r.skipped } : {}) };
         if (r.ok) job.log.info({ nodes: r.nodes, toCommit: r.toCommit.slice(0, 12), changes: r.changes, durationMs: r.durationMs }, 'rollback complete: the nodes are back on the last good commit');
         else job.log.error({ nodes: r.nodes, toCommit: r.toCommit.slice(0, 12), error: r.error }, 'rollback failed');
@@ -178,6 +179,16 @@ export function reconcileFor(cfg: PassConfig, source: Source, only: string[] | u
       await s.close();
     }
   };
+}
+
+/**
+ * The first validation in a process compiles the JSON Schemas, which holds
+ * the event loop for a while (seconds on a busy machine). Done here, before
+ * campaigning, rather than in the first pass of a new leader, where it would
+ * also hold back the lease keepalives that its leadership depends on.
+ */
+async function warmUp(): Promise<void> {
+  await validateDesiredState(memorySource({ 'warm-up.yaml': 'apiVersion: converge.dev/v1\nkind: Node\nmetadata: { name: warm-up }\nspec: { address: 127.0.0.1 }\n' }));
 }
 
 /** Watchers of the same repository, branch and folder elect one leader among them. */
@@ -253,6 +264,7 @@ export async function watchCommand(flags: Flags, _out: (s: string) => void, env:
   const only = typeof flags['nodes'] === 'string' && flags['nodes'] !== '' ? flags['nodes'].split(',').map((s) => s.trim()).filter(Boolean) : undefined;
   const webhookListen = setting(flags, 'webhookListen', 'CONVERGE_WEBHOOK_LISTEN', env);
   const electionName = setting(flags, 'electionName', 'CONVERGE_ELECTION_NAME', env) ?? defaultElectionName(source);
+  await warmUp();
   const leadership = coordination === undefined ? undefined : await electionOn(coordination, config, { name: electionName, id: instance, ttlSeconds: ttl, log });
   const service = await startWatch({
     source,

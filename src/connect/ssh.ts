@@ -120,7 +120,7 @@ function hostKeyRefusal(o: SshOptions, port: number, trust: TrustAnchors, presen
         data,
       });
     case 'unknown':
-      return new NodeError('E_HOSTKEY', o.node, `host key of ${where} is unknown (${keyDesc(presented)}); not in ${trust.source}`, {
+      return new NodeError('E_HOSTKEY', o.node, `host key of ${where} is unknown (${keyDesc(presented)}); ${o.knownHostsFile === undefined ? 'no known_hosts file was given' : `not in ${trust.source}`}`, {
         hint:
           `check the fingerprint out of band (on the node: ssh-keygen -lf /etc/ssh/ssh_host_${presented.type.replace(/^ssh-|-.*$/g, '')}_key.pub), ` +
           `then add "${hostLookupName(o.host, port)} ${formatPublicKey(presented)}" to ${o.knownHostsFile ?? 'your known_hosts file'} ` +

@@ -36,6 +36,9 @@ export interface HttpHandle {
 
 export const DEFAULT_LISTEN = '127.0.0.1:9479';
 export const BODY_LIMIT = 1024 * 1024;
+/** After a 413, what the client may still send (dropped, never kept) before the connection is cut. */
+const DRAIN_LIMIT = 8 * 1024 * 1024;
+const DRAIN_MS = 2_000;
 
 export function parseListen(s: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):(\d{1,5})$/.exec(s.trim());
@@ -61,6 +64,34 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
     ...headers,
   });
   res.end(text);
+}
+
+/**
+ * 413, then read and drop what the client still sends, up to a bound, before
+ * closing. Closing a socket with unread data makes the kernel answer with a
+ * reset, which can destroy the 413 before the client reads it (the client
+ * sees EPIPE/ECONNRESET instead); a client that sends more than the bound,
+ * or for longer, is cut off.
+ */
+function refuseTooBig(req: IncomingMessage, res: ServerResponse, limit: number): void {
+  const socket = req.socket;
+  let dropped = 0;
+  const cut = setTimeout(() => socket.destroy(), DRAIN_MS);
+  cut.unref();
+  socket.once('close', () => clearTimeout(cut));
+  req.on('data', (c: Buffer) => {
+    dropped += c.length;
+    if (dropped > DRAIN_LIMIT) socket.destroy();
+  });
+  req.once('end', () => {
+    clearTimeout(cut);
+    socket.end();
+  });
+  req.resume();
+  // Node closes a connection marked "close" as soon as the response is out,
+  // unread data or not: this one is closed above, once drained.
+  res.shouldKeepAlive = true;
+  send(res, 413, { error: `body over ${limit} bytes` });
 }
 
 type Body = { ok: true; body: Buffer } | { ok: false; why: 'too-big' | 'incomplete' };
@@ -113,13 +144,13 @@ export async function startHttp(o: HttpOptions): Promise<HttpHandle> {
     const from = req.socket.remoteAddress;
     if (tooBig(req)) {
       log.warn({ from, declared: req.headers['content-length'] }, 'webhook refused: body over the limit');
-      return send(res, 413, { error: `body over ${limit} bytes` }, { connection: 'close' });
+      return refuseTooBig(req, res, limit);
     }
     const body = await readBody(req, limit);
     if (!body.ok) {
       if (body.why === 'too-big') {
         log.warn({ from }, 'webhook refused: body over the limit');
-        return send(res, 413, { error: `body over ${limit} bytes` }, { connection: 'close' });
+        return refuseTooBig(req, res, limit);
       }
       return;
     }

@@ -208,7 +208,9 @@ export class EtcdLeadership implements Leadership {
     lease.on('keepaliveSucceeded', () => {
       const sent = this.fired.shift();
       if (sent !== undefined && current()) this.extend(gen, sent + this.ttlMs - this.marginMs);
+      this.log.trace({ sentAgoMs: sent === undefined ? null : Date.now() - sent, validForMs: this.validUntil - Date.now() }, 'lease renewed');
     });
+    lease.on('keepaliveFailed', (e) => this.log.debug({ error: errText(e) }, 'lease keepalive failed; retrying'));
     lease.on('lost', (e) => this.lose(gen, `lease lost: ${errText(e)}`));
     try {
       const asked = Date.now();

@@ -359,15 +359,15 @@ export class Daemon {
 
   private async runPass(p: { reasons: Set<TriggerReason>; at: number }): Promise<void> {
     const l = this.o.leadership;
-    // Fencing: etcd itself must say this instance still leads, right before the pass.
-    if (l !== null && !(await l.confirm())) {
+    // Fencing: etcd itself must say this instance still leads, right before the pass
+    // (and the lease must still be valid once that answer is in).
+    if (l !== null && (!(await l.confirm()) || !l.isLeader())) {
       this.o.log.warn({ triggers: [...p.reasons] }, 'leadership not confirmed by etcd: no pass');
       return;
     }
     const id = randomBytes(4).toString('hex');
     const log = this.o.log.child({ pass: id });
     const controller = new AbortController();
-    if (l !== null && !l.isLeader()) controller.abort(new Error('leadership lost'));
     const startedAt = Date.now();
     const triggers = [...p.reasons];
     this.current = { id, startedAt, triggers, controller };

@@ -3,7 +3,7 @@
  * its network link, kill processes inside it, and run commands in it without
  * the network (nsenter into the container, so this works while its link is cut).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { LabError } from '../errors/index.js';
@@ -12,7 +12,7 @@ import { linkExists, linkIsUp, setLink } from './network.js';
 import { bootNode, crashNodeProcess, leaderPid, nodeAlive, prepareNode, stopNodeProcess } from './nodes.js';
 import { imageCacheDir, labDir, labPaths, type LabPaths } from './paths.js';
 import { requireRoot } from './prereq.js';
-import { run, sleep, type RunResult } from './proc.js';
+import { isSameProcess, pidStart, run, sleep, type RunResult } from './proc.js';
 import { waitForSsh } from './ssh.js';
 import { loadState, saveState, type LabState, type NodeState } from './state.js';
 
@@ -97,11 +97,34 @@ export async function restartNode(node: string, opts: FaultOptions = {}): Promis
   });
 }
 
+function cutMarker(p: LabPaths, node: string): string {
+  return join(p.root, 'cuts', node);
+}
+
+/**
+ * Whether the node's link was cut by cutLink in a process that still runs:
+ * a test in the middle of a fault, whose cut `lab up` must leave alone. A
+ * cut whose process is gone was left behind, and is restored.
+ */
+export function cutOnPurpose(p: LabPaths, node: string): boolean {
+  try {
+    const [pid, start] = readFileSync(cutMarker(p, node), 'utf8').trim().split(' ').map(Number);
+    return isSameProcess(pid, start);
+  } catch {
+    return false;
+  }
+}
+
 /** Pull the node's cable: its veth on the host goes down; the node keeps running and keeps its address. */
 export async function cutLink(node: string, opts: FaultOptions = {}): Promise<void> {
   requireRoot();
-  const n = runningNode(paths(opts), node);
+  const p = paths(opts);
+  const n = runningNode(p, node);
   if (!linkExists(n.veth)) throw new LabError(`${node}: its link ${n.veth} does not exist`);
+  // No lock: a cut must happen when the test says, not when another lab run lets go of the lock.
+  mkdirSync(join(p.root, 'cuts'), { recursive: true, mode: 0o700 });
+  writeFileSync(`${cutMarker(p, node)}.tmp`, `${process.pid} ${pidStart(process.pid) ?? 0}\n`);
+  renameSync(`${cutMarker(p, node)}.tmp`, cutMarker(p, node));
   await setLink(n.veth, false);
 }
 
@@ -114,6 +137,7 @@ export async function restoreLink(node: string, opts: FaultOptions & { waitMs?: 
   const p = paths(opts);
   const n = runningNode(p, node);
   await setLink(n.veth, true);
+  rmSync(cutMarker(p, node), { force: true });
   const until = Date.now() + (opts.waitMs ?? 10_000);
   while (Date.now() < until) {
     if (await tcpReachable(n.address, 22, 1000)) return;

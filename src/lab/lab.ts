@@ -19,6 +19,7 @@ import { BRIDGE, DEFAULT_NODES, GIT_USER, HOST_ADDRESS, imageCacheDir, labDir as
 import { ensurePki } from './pki.js';
 import { ensureHostPackages, requireFreeDisk, requireRoot } from './prereq.js';
 import { elapsed, isSameProcess, runOk, sleep, terminate } from './proc.js';
+import { cutOnPurpose } from './faults.js';
 import { ensureClientKey, ensureHostKeys, hostPublicKeys, sshBanner, sshRun, waitForSsh, writeKnownHosts, type SshTarget } from './ssh.js';
 import { loadState, saveState, type LabState, type NodeState } from './state.js';
 
@@ -195,6 +196,8 @@ async function unhealthy(p: LabPaths, nodes: NodeState[], log: Log): Promise<Nod
   const bad = await Promise.all(
     nodes.map(async (n) => {
       if (linkExists(n.veth) && !linkIsUp(n.veth)) {
+        // A test cutting it right now is not to be undone, nor its node taken for broken.
+        if (cutOnPurpose(p, n.name)) return null;
         log(`lab: ${n.name}'s link was left cut: restoring it`);
         await setLink(n.veth, true);
       }

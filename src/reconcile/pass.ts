@@ -167,7 +167,8 @@ export async function applyPlan(s: Session, plan: Plan, g: Gathered, o: ApplyOpt
   if (!etcd || etcd.ok) await runPhase((p) => slice(p, p.firstRemoval ?? p.actions.length, p.actions.length));
 
   for (const r of results.values()) if (!r.ok && r.error) errors.push(r.error);
-  for (const p of plan.nodes) if (!p.reachable) errors.push(new NodeError('E_CONNECT', p.node, p.error ?? 'unreachable'));
+  // p.error is a NodeError's message, which already names the node.
+  for (const p of plan.nodes) if (!p.reachable) errors.push(new NodeError('E_CONNECT', p.node, p.error?.startsWith(`${p.node}: `) ? p.error.slice(p.node.length + 2) : (p.error ?? 'unreachable')));
   for (const p of plan.nodes) for (const r of p.refusals ?? []) errors.push(new NodeError('E_APPLY', p.node, r.message, { hint: r.hint }));
 
   let verify: Plan | null = null;

@@ -44,6 +44,7 @@ import {
   type Shape,
 } from './faults.js';
 import { ABSENT, Sampler, transition, type SamplerFigures } from './faults-sampler.js';
+import type { ResolvedState } from '../../src/model/types.js';
 
 const INITIAL_ENV = '/etc/etcd/etcd-initial.env';
 const FLAG = 'ETCD_SNAPSHOT_COUNT=20001';
@@ -121,10 +122,29 @@ export async function killRounds(f: FaultLab, o: KillOptions): Promise<KillRepor
   };
   freshExpect();
   sampler.start();
+  try {
+    return await runAll(f, o, sampler, { t0, rng, dirs, states, want, bootSha, urls });
+  } finally {
+    await sampler.stop();
+  }
+}
+
+interface Context {
+  t0: number;
+  rng: () => number;
+  dirs: Record<Version, string>;
+  states: Record<Version, ResolvedState>;
+  want: (v: Version, node: string) => Map<string, string>;
+  bootSha: string;
+  urls: string[];
+}
+
+async function runAll(f: FaultLab, o: KillOptions, sampler: Sampler, ctx: Context): Promise<KillReport> {
+  const { t0, rng, dirs, states, want, bootSha, urls } = ctx;
   await Promise.all(THREE.map((n) => sampler.nextSample(n)));
 
   // Calibration: a full apply from fresh nodes, not killed.
-  let at = sampler.now();
+  const at = sampler.now();
   const calib = await apply(f, dirs.A);
   const problem = converged(calib);
   if (problem) throw new Error(`the calibration apply from fresh nodes did not converge (${problem}):\n${calib.stdout}\n${calib.stderr}`);
@@ -146,13 +166,13 @@ export async function killRounds(f: FaultLab, o: KillOptions): Promise<KillRepor
    * more, and kill it. An apply that finishes before its moment is run again
    * (prepared afresh) with a moment drawn within what it took.
    */
-  const runRound = async (n: number, kind: KillRound['kind'], dir: string, window: string, draw: (typical: number) => number, prepare: () => Promise<void>, armed?: () => Promise<void>): Promise<KillRound> => {
+  const runRound = async (n: number, kind: KillRound['kind'], dir: string, window: string, draw: (typical: number) => number, prepare: (again: boolean) => Promise<void>, armed?: () => Promise<void>): Promise<KillRound> => {
     let missed = 0;
     let delayMs = 0;
     let typical = kind === 'fresh' ? freshMs : changeMs;
     let after = '';
     for (;;) {
-      await prepare();
+      await prepare(missed > 0);
       const p = startApply(f, dir);
       const spawned = Date.now();
       const exited = p.exited.then(() => 'exit' as const);
@@ -226,7 +246,7 @@ export async function killRounds(f: FaultLab, o: KillOptions): Promise<KillRepor
   const bootEnv = initialEnvText(bootstrapInitialCluster(states.A.etcd!), 'new');
   const putEnv = (n: string): Promise<string> => sh(n, `umask 022; cat > ${INITIAL_ENV}.staged <<'EOF'\n${bootEnv}EOF\nmv ${INITIAL_ENV}.staged ${INITIAL_ENV}`);
   const mainPids = (): Promise<string[]> => Promise.all(THREE.map((n) => sh(n, 'systemctl show -p MainPID --value etcd.service')));
-  await stage('killed between the members\' starts: the host part done, the initial env files written, etcd started on fa-a only', async () => {
+  await stage(`killed between the members' starts: the host part done, the initial env files written, etcd started on ${THREE[0]} only`, async () => {
     await Promise.all(THREE.map(wipe));
     const host = await apply(f, dirs.A, ['--skip-etcd']);
     if (host.code !== 0) throw new Error(`host part: exit ${host.code}:\n${host.stdout}\n${host.stderr}`);
@@ -253,7 +273,6 @@ export async function killRounds(f: FaultLab, o: KillOptions): Promise<KillRepor
   let current: Version = 'A';
   target = 'B';
   for (const n of THREE) sampler.expect(n, withEnv(transition(want(current, n), want(target, n))));
-  at = sampler.now();
   const c = await apply(f, dirs[target]);
   const cp = converged(c);
   if (cp) throw new Error(`the calibration change apply did not converge (${cp}):\n${c.stdout}\n${c.stderr}`);
@@ -265,7 +284,11 @@ export async function killRounds(f: FaultLab, o: KillOptions): Promise<KillRepor
     target = current === 'A' ? 'B' : 'A';
     for (const n of THREE) sampler.expect(n, withEnv(transition(want(current, n), want(target, n))));
     const v = target;
-    const round = await runRound(o.fresh + j, 'change', dirs[v], `change to ${v}`, (typical) => rng() * typical * 0.95, async () => undefined);
+    const from = current;
+    const round = await runRound(o.fresh + j, 'change', dirs[v], `change to ${v}`, (typical) => rng() * typical * 0.95, async (again) => {
+      // An apply that finished before its moment: put the nodes back before the next try.
+      if (again) assertConverged(await apply(f, dirs[from]), `back to ${from}`);
+    });
     const run = await Promise.all(THREE.map((n) => runningEtcd(n, FLAG)));
     const good = run.filter((x) => x.exeSha === f.binaries[v].sha256 && x.hasFlag === (v === 'B')).length;
     round.running = `${good}/3 members run version ${v}`;
@@ -287,6 +310,11 @@ export async function killRounds(f: FaultLab, o: KillOptions): Promise<KillRepor
     statusAtEnd: converged(st),
     ms: Date.now() - t0,
   };
+}
+
+function assertConverged(r: CliResult, what: string): void {
+  const problem = converged(r);
+  if (problem) throw new Error(`${what}: ${problem}:\n${r.stdout}\n${r.stderr}`);
 }
 
 /** During a change no bootstrap happens: the initial env file must stay absent. */

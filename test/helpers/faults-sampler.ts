@@ -141,9 +141,12 @@ export class Sampler {
     return e ? e.t : null;
   }
 
-  /** Resolves after the next complete sample of `node`. */
-  nextSample(node: string): Promise<void> {
-    return new Promise((resolve) => this.waiters.push({ node, after: this.figures.samples, resolve }));
+  /** Resolves after the next complete sample of `node`; rejects when none comes within `timeoutMs`. */
+  nextSample(node: string, timeoutMs = 120_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`the sampler got nothing from ${node} in ${timeoutMs / 1000} s`)), timeoutMs);
+      this.waiters.push({ node, after: this.figures.samples, resolve: () => (clearTimeout(t), resolve()) });
+    });
   }
 
   async stop(): Promise<SamplerFigures> {

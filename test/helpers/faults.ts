@@ -20,8 +20,10 @@ import { runCli, startCli, type CliProcess, type CliResult } from './cli.js';
 import { writeDesired, type Doc } from './desired.js';
 import { ensureLab, projectDir, type TestLab } from './lab.js';
 
-export const THREE = ['fa-a', 'fa-b', 'fa-c'];
-export const FOURTH = 'fa-d';
+/** The suite's nodes: fa-a … fa-d (FAULTS_NODES=xy gives xy-a … xy-d, for a second run beside the first). */
+const PREFIX = process.env['FAULTS_NODES'] ?? 'fa';
+export const THREE = [`${PREFIX}-a`, `${PREFIX}-b`, `${PREFIX}-c`];
+export const FOURTH = `${PREFIX}-d`;
 export const ALL = [...THREE, FOURTH];
 const CHAPTER = ['cp-a', 'cp-b', 'cp-c'];
 

@@ -51,7 +51,8 @@ export function readResults(suites?: string[]): SuiteResults[] {
   if (!existsSync(RESULTS_DIR)) return [];
   const files = readdirSync(RESULTS_DIR).filter((f) => f.endsWith('.json')).sort();
   return files
-    .map((f) => JSON.parse(readFileSync(join(RESULTS_DIR, f), 'utf8')) as SuiteResults)
+    .map((f) => JSON.parse(readFileSync(join(RESULTS_DIR, f), 'utf8')) as Partial<SuiteResults>)
+    .filter((r): r is SuiteResults => typeof r.suite === 'string' && typeof r.title === 'string' && Array.isArray(r.cases))
     .filter((r) => !suites || suites.length === 0 || suites.includes(r.suite));
 }
 
@@ -62,7 +63,7 @@ function exits(e: Record<string, number | null>): string {
   return parts.length ? ` (exit: ${parts.join(', ')})` : '';
 }
 
-/** One Markdown table per suite. */
+/** One Markdown table per suite (files of another shape in the folder are not ours and are skipped). */
 export function renderTable(results: SuiteResults[]): string {
   const out: string[] = [];
   for (const r of results) {

@@ -1,5 +1,6 @@
-// Security checks, end to end with the built CLI on nodes this suite shares
-// only with badinput (cp-f, and the etcd cluster on bi-a..bi-c):
+// Security checks, end to end with the built CLI on a node of this suite's
+// own (sc-a: files with secrets, and a one-member etcd cluster converge
+// bootstraps there, so that TLS keys are deployed and etcd is asked):
 //  (a) no secret byte (TLS and SSH private keys, the Git password, the
 //      webhook secret) appears in the output of any command, in the daemon's
 //      logs, /status and /metrics, or in any file converge writes;
@@ -24,8 +25,7 @@ import { describe, output, runCli, startCli, type CliProcess, type CliResult } f
 import { commitChange, gitEnv } from '../helpers/git.js';
 import { ensureLab, projectDir, type TestLab } from '../helpers/lab.js';
 
-const NODE = 'cp-f';
-const ETCD_NODES = ['bi-a', 'bi-b', 'bi-c'];
+const NODE = 'sc-a';
 const RUN = randomBytes(3).toString('hex');
 const BRANCH = `security-${RUN}`;
 const SANDBOX = '/srv/converge-security';
@@ -87,14 +87,15 @@ function checkRun(r: CliResult, codes: number[]): CliResult {
   return r;
 }
 
-/** The project's desired state for bi-a..bi-c, plus cp-f with a secret, a big artifact and a text file. */
+/** The project's desired state (the etcd chapter) on sc-a alone, plus a secret, a big artifact and a text file there. */
 function writeDesired(dir: string, extra = ''): void {
   for (const f of readdirSync(dir)) if (f !== '.git') rmSync(join(dir, f), { recursive: true, force: true });
   const src = join(projectDir, 'desired-state');
   for (const f of readdirSync(src)) if (f !== 'README.md') spawnSync('cp', ['-a', join(src, f), dir]);
   const node = (n: string, role: string): string => `apiVersion: converge.dev/v1\nkind: Node\nmetadata:\n  name: ${n}\n  labels:\n    role: ${role}\nspec:\n  address: ${lab.node(n).address}\n`;
-  writeFileSync(join(dir, 'nodes.yaml'), [...ETCD_NODES.map((n) => node(n, 'control-plane')), node(NODE, 'security')].join('---\n'));
-  const etcd = readFileSync(join(dir, 'etcd.yaml'), 'utf8').replace(/( +)members:\n(?:\1 +- node: .*\n)+/, (_m, ind: string) => `${ind}members:\n${ETCD_NODES.map((m) => `${ind}  - node: ${m}\n`).join('')}`);
+  writeFileSync(join(dir, 'nodes.yaml'), node(NODE, 'control-plane'));
+  const etcd = readFileSync(join(dir, 'etcd.yaml'), 'utf8').replace(/( +)members:\n(?:\1 +- node: .*\n)+/, (_m, ind: string) => `${ind}members:\n${ind}  - node: ${NODE}\n`);
+  assert.ok(etcd.includes(`- node: ${NODE}`), 'desired-state/etcd.yaml lists its members as "- node: NAME" lines');
   writeFileSync(join(dir, 'etcd.yaml'), etcd);
   const etcdSha = readFileSync(join(dir, 'files.yaml'), 'utf8').match(/name: etcd\n\s+sha256: ([0-9a-f]{64})/)?.[1];
   assert.ok(etcdSha, 'desired-state/files.yaml pins the etcd artifact');
@@ -135,7 +136,7 @@ const cfg = (): string[] => ['--config', join(work, 'config.json')];
 // ---- setup -----------------------------------------------------------------------
 
 test.before(async () => {
-  lab = await ensureLab({ nodes: [NODE, ...ETCD_NODES] });
+  lab = await ensureLab({ nodes: [NODE] });
   work = mkdtempSync(join(tmpdir(), 'converge-security-'));
   webhookSecret = `whsec-${randomBytes(20).toString('hex')}`;
   webhookSecretFile = join(work, 'webhook-secret');
@@ -182,8 +183,7 @@ test('(a) validate, plan, apply, drift, status and config print no secret, in an
   checkRun(await runCli(['apply', ...cfg(), planFile], opts), [0]);
 
   // Drift where the old and the new content are both secrets: another key in place of each.
-  const bi = ETCD_NODES[0]!;
-  await onNode(bi, 'cp /etc/etcd/pki/peer-key.pem /etc/etcd/pki/etcd-client-key.pem');
+  await onNode(NODE, 'cp /etc/etcd/pki/peer-key.pem /etc/etcd/pki/etcd-client-key.pem');
   await onNode(NODE, `cp /etc/ssh/ssh_host_ed25519_key ${SANDBOX}/client-key.pem; echo edited >> ${SANDBOX}/notes.txt`);
   addSecret(`${NODE}'s SSH host key`, keyNeedles(await onNode(NODE, 'cat /etc/ssh/ssh_host_ed25519_key')));
 
@@ -201,10 +201,7 @@ test('(a) validate, plan, apply, drift, status and config print no secret, in an
   checkRun(await runCli(['plan', ...cfg()], opts), [0]);
 
   for (const f of filesUnder(join(work, '.converge'))) assertNoSecrets(`local file ${f}`, readFileSync(f, 'latin1'));
-  for (const n of [NODE, bi]) {
-    const state = await onNode(n, 'cat /var/lib/converge/inventory.json /var/lib/converge/managed-paths');
-    assertNoSecrets(`${n}:/var/lib/converge`, state);
-  }
+  assertNoSecrets(`${NODE}:/var/lib/converge`, await onNode(NODE, 'cat /var/lib/converge/inventory.json /var/lib/converge/managed-paths'));
 });
 
 test('(a) a Git error prints neither the password in use nor the right one', async () => {
@@ -262,18 +259,15 @@ test('(b) a large upload fills a 0600 root-only temporary file, created exclusiv
 });
 
 test('(b) converge\'s state and backups on the nodes are root-only; declared modes are kept', async () => {
-  for (const n of [NODE, ETCD_NODES[0]!]) {
-    const listing = await onNode(n, "find /var/lib/converge -printf '%m %u %g %y %p\\n'");
-    const rows = listing.trim().split('\n').filter(Boolean);
-    assert.ok(rows.some((r) => r.endsWith('/var/lib/converge/inventory.json')), `${n}: an inventory exists`);
-    assert.ok(rows.some((r) => r.includes('/var/lib/converge/backup/sha256/')), `${n}: the replaced secret was backed up`);
-    for (const r of rows) {
-      const [mode, user, , type] = r.split(' ');
-      assert.is(user, 'root', `${n}: ${r}`);
-      assert.is(mode, type === 'd' ? '700' : '600', `${n}: nothing converge keeps for itself is readable by others: ${r}`);
-    }
+  const rows = (await onNode(NODE, "find /var/lib/converge -printf '%m %u %g %y %p\\n'")).trim().split('\n').filter(Boolean);
+  assert.ok(rows.some((r) => r.endsWith('/var/lib/converge/inventory.json')), 'an inventory exists');
+  assert.ok(rows.some((r) => r.includes('/var/lib/converge/backup/sha256/')), 'the replaced secrets were backed up');
+  for (const r of rows) {
+    const [mode, user, , type] = r.split(' ');
+    assert.is(user, 'root', r);
+    assert.is(mode, type === 'd' ? '700' : '600', `nothing converge keeps for itself is readable by others: ${r}`);
   }
-  const keys = await onNode(ETCD_NODES[0]!, "stat -c '%a %U %n' /etc/etcd/pki/*-key.pem");
+  const keys = await onNode(NODE, "stat -c '%a %U %n' /etc/etcd/pki/*-key.pem");
   for (const l of keys.trim().split('\n')) assert.match(l, /^600 etcd /, `declared 0600 etcd: ${l}`);
   assert.is((await onNode(NODE, `stat -c '%a' ${SANDBOX}/client-key.pem ${SANDBOX}/notes.txt`)).trim(), '600\n644');
 });

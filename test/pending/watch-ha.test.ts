@@ -107,6 +107,27 @@ function passes(): { who: string; id: string; start: number; end: number }[] {
   return out.sort((a, b) => a.start - b.start);
 }
 
+/**
+ * SIGSTOP between two passes. A process frozen in the middle of a pass would
+ * finish that pass when thawed, overlapping the next leader's passes: that is
+ * the step in flight that no lease can fence, not what this suite tests.
+ */
+async function freezeBetweenPasses(w: Watcher): Promise<number> {
+  const ends = (): number => w.lines().filter((l) => l.msg === 'pass finished').length;
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const n = ends();
+    await until('a pass to finish', 5_000, () => ends() > n, 2);
+    w.cli.child.kill('SIGSTOP');
+    const at = Date.now();
+    // Whatever it wrote before it stopped arrives meanwhile.
+    await new Promise((r) => setTimeout(r, 200));
+    const last = w.lines().filter((l) => l.msg === 'pass started' || (l.result !== undefined && l.durationMs !== undefined)).at(-1);
+    if (last?.msg !== 'pass started') return at;
+    w.cli.child.kill('SIGCONT');
+  }
+  throw new Error('could not freeze the leader between two passes');
+}
+
 function assertNoOverlap(): number {
   const all = passes();
   for (let i = 1; i < all.length; i++) {
@@ -182,11 +203,7 @@ test('a leader frozen past its lease (SIGSTOP) is replaced, and when it runs aga
   const leader = (await leaders(watchers.filter((w) => w.killedAt === null)))[0]!;
   const c = await start('c');
   await until('c to stand by', 10_000, async () => (await status(c))?.['election']?.leaderId === (await status(leader))?.['election']?.id);
-  // Freeze it between two passes (a pass in flight when frozen would rightly finish its step when thawed).
-  const n = leader.lines().filter((l) => l.msg === 'pass finished').length;
-  await until('a pass to finish', 5_000, () => leader.lines().filter((l) => l.msg === 'pass finished').length > n, 2);
-  leader.cli.child.kill('SIGSTOP');
-  const frozen = Date.now();
+  const frozen = await freezeBetweenPasses(leader);
   await until('c to lead', (TTL_S + 5) * 1000, async () => (await status(c))?.['leader'] === true, 20);
   figures.push(`SIGSTOP leader → standby leads ${Date.now() - frozen} ms`);
   const passesBefore = leader.lines().filter((l) => l.msg === 'pass started').length;

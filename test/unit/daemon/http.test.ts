@@ -120,7 +120,28 @@ test('a body over 1 MiB → 413 without reading it all, declared or chunked; no 
   assert.is((await hook(big, sig)).status, 413);
   const chunked = await call(http.url, 'POST', '/hooks/git', { body: big, chunked: true, headers: { 'x-hub-signature-256': sig } });
   assert.is(chunked.status, 413);
-  assert.is(chunked.headers['connection'], 'close');
+  // A client that goes on sending after the 413 is cut off once past the drain bound (8 MiB).
+  const endless = await new Promise<{ status: number; written: number }>((resolve) => {
+    let status = 0;
+    const req = request(`${http.url}/hooks/git`, { method: 'POST', agent: false, headers: { 'x-hub-signature-256': sig } }, (res) => {
+      status = res.statusCode ?? 0;
+      res.resume();
+    });
+    req.on('error', () => undefined);
+    req.on('socket', (sock) => sock.once('close', () => resolve({ status, written: sock.bytesWritten })));
+    const chunk = Buffer.alloc(256 * 1024, 0x61);
+    let sent = 0;
+    const pump = (): void => {
+      while (sent < 64 * 1024 * 1024 && !req.destroyed) {
+        sent += chunk.length;
+        if (!req.write(chunk)) return void req.once('drain', pump);
+      }
+      req.end();
+    };
+    pump();
+  });
+  assert.is(endless.status, 413);
+  assert.ok(endless.written < 32 * 1024 * 1024, `the server took ${endless.written} bytes after its 413`);
   // Exactly at the limit is fine (and then judged by its signature).
   const edge = Buffer.alloc(1024 * 1024, 0x20);
   assert.is((await hook(edge, null)).status, 401);

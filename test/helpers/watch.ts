@@ -11,6 +11,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { signBody } from '../../src/daemon/webhook.js';
+import { git, gitEnv } from './git.js';
 import { projectDir, type TestLab } from './lab.js';
 
 export type LogLine = Record<string, unknown> & { msg?: string; time?: number };
@@ -104,4 +105,17 @@ export async function startWatcher(lab: TestLab, o: WatcherOptions): Promise<Wat
 export async function stopWatcher(w: Watcher): Promise<number | null> {
   w.proc.kill('SIGTERM');
   return w.exited;
+}
+
+/** After a suite: its watchers killed, its branch deleted from the lab's Git server, its measured figures printed. */
+export function endSuite(lab: TestLab | undefined, branch: string, watchers: (Watcher | null)[], figures: string[]): void {
+  for (const w of watchers) w?.proc.kill('SIGKILL');
+  if (lab !== undefined) {
+    try {
+      git(['push', '--quiet', lab.git.url, '--delete', `refs/heads/${branch}`], tmpdir(), gitEnv({ url: lab.git.url, username: lab.git.username, password: lab.git.password }));
+    } catch {
+      // the branch may never have been made
+    }
+  }
+  if (figures.length) console.log(`\n  figures: ${figures.join('; ')}`);
 }

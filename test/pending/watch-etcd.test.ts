@@ -8,7 +8,6 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { labReset, runOnNode } from '../../src/lab/index.js';
 import { loadEtcdTls, type EtcdTls } from '../../src/connect/etcd.js';
@@ -16,8 +15,8 @@ import { loadDesiredState, fsSource } from '../../src/model/index.js';
 import type { ResolvedEtcd } from '../../src/model/types.js';
 import { ensureLab, projectDir, type TestLab } from '../helpers/lab.js';
 import { writeDesired } from '../helpers/desired.js';
-import { commitChange, git, gitEnv } from '../helpers/git.js';
-import { hook, startWatcher, status, stopWatcher, until, type Watcher } from '../helpers/watch.js';
+import { commitChange } from '../helpers/git.js';
+import { endSuite, hook, startWatcher, status, stopWatcher, until, type Watcher } from '../helpers/watch.js';
 import { assertKeys, quorumWatch, writeKeys } from '../unit/etcd/helpers/load.js';
 
 const RUN = randomBytes(3).toString('hex');
@@ -65,15 +64,7 @@ test.before(async () => {
   tls = await loadEtcdTls(spec.client);
 });
 
-test.after(async () => {
-  w?.proc.kill('SIGKILL');
-  try {
-    git(['push', '--quiet', lab.git.url, '--delete', `refs/heads/${BRANCH}`], tmpdir(), gitEnv({ url: lab.git.url, username: lab.git.username, password: lab.git.password }));
-  } catch {
-    // the branch may never have been made
-  }
-  if (figures.length) console.log(`\n  figures: ${figures.join('; ')}`);
-});
+test.after(() => endSuite(lab, BRANCH, [w], figures));
 
 test('the first commit bootstraps the cluster through the watcher', async () => {
   const t = Date.now();

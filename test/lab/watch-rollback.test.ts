@@ -9,12 +9,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { labReset, runOnNode } from '../../src/lab/index.js';
 import { ensureLab, type TestLab } from '../helpers/lab.js';
-import { commitChange, git, gitEnv } from '../helpers/git.js';
-import { hook, http, startWatcher, status, stopWatcher, until, type Watcher } from '../helpers/watch.js';
+import { commitChange } from '../helpers/git.js';
+import { endSuite, hook, http, startWatcher, status, stopWatcher, until, type Watcher } from '../helpers/watch.js';
 
 const RUN = randomBytes(3).toString('hex');
 const BRANCH = `rollback-${RUN}`;
@@ -66,15 +65,7 @@ test.before(async () => {
   good = await push('valid=yes\n', 'rollback test: a healthy service');
 });
 
-test.after(async () => {
-  w?.proc.kill('SIGKILL');
-  try {
-    git(['push', '--quiet', lab.git.url, '--delete', `refs/heads/${BRANCH}`], tmpdir(), gitEnv({ url: lab.git.url, username: lab.git.username, password: lab.git.password }));
-  } catch {
-    // the branch may never have been made
-  }
-  if (figures.length) console.log(`\n  figures: ${figures.join('; ')}`);
-});
+test.after(() => endSuite(lab, BRANCH, [w], figures));
 
 test('the good commit is rolled out and its service runs', async () => {
   w = await startWatcher(lab, { branch: BRANCH, mode: 'enforce', intervalS: 600, webhookSecret: SECRET, env: { CONVERGE_ROLLBACK: 'true' } });

@@ -6,13 +6,12 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { labReset, runOnNode } from '../../src/lab/index.js';
 import { signBody } from '../../src/daemon/webhook.js';
 import { ensureLab, type TestLab } from '../helpers/lab.js';
-import { commitChange, git, gitEnv } from '../helpers/git.js';
-import { hook as sendHook, http, startWatcher as launch, status, stopWatcher, until, type Watcher } from '../helpers/watch.js';
+import { commitChange, remoteHead } from '../helpers/git.js';
+import { endSuite, hook as sendHook, http, startWatcher as launch, status, stopWatcher, until, type Watcher } from '../helpers/watch.js';
 
 const RUN = randomBytes(3).toString('hex');
 const BRANCH = `watch-${RUN}`;
@@ -64,22 +63,14 @@ test.before(async () => {
   await push('first\n', 'watch test: initial');
 });
 
-test.after(async () => {
-  for (const w of watchers) w.proc.kill('SIGKILL');
-  try {
-    git(['push', '--quiet', lab.git.url, '--delete', `refs/heads/${BRANCH}`], tmpdir(), gitEnv({ url: lab.git.url, username: lab.git.username, password: lab.git.password }));
-  } catch {
-    // the branch may never have been made
-  }
-  if (figures.length) console.log(`\n  figures: ${figures.join('; ')}`);
-});
+test.after(() => endSuite(lab, BRANCH, watchers, figures));
 
 let w: Watcher;
 
 test('the first pass rolls the branch out; /status shows it applied', async () => {
   const t = Date.now();
   w = await startWatcher('enforce', RARELY_S);
-  const head = git(['ls-remote', lab.git.url, `refs/heads/${BRANCH}`], tmpdir(), gitEnv({ url: lab.git.url, username: lab.git.username, password: lab.git.password })).split(/\s+/)[0];
+  const head = await remoteHead({ branch: BRANCH });
   await until('the first commit applied', 120_000, async () => (await status(w))['commitApplied'] === head);
   figures.push(`start → first commit applied ${Date.now() - t} ms`);
   assert.is(await onNode(`cat ${FILE}`), 'first');

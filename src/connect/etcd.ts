@@ -11,7 +11,8 @@
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { Etcd3, type IOptions } from 'etcd3';
+import { createRequire } from 'node:module';
+import type { Etcd3, IOptions } from 'etcd3';
 import { ConfigError } from '../errors/index.js';
 
 /** PEM bytes of converge's client TLS. `key` is a secret: never print it. */
@@ -40,6 +41,11 @@ const noRetry = {
   execute: <T>(fn: (ctx: { signal: AbortSignal }) => T | Promise<T>) => Promise.resolve(fn({ signal: new AbortController().signal })),
 };
 
+// etcd3 and its gRPC stack take about 0.3 s of CPU to load: only a command
+// that talks to etcd pays for it (a plan with --skip-etcd never does).
+let etcd3: typeof import('etcd3') | null = null;
+const requireEtcd3 = (): typeof import('etcd3') => (etcd3 ??= createRequire(import.meta.url)('etcd3') as typeof import('etcd3'));
+
 export function etcdClient(o: EtcdClientOptions): Etcd3 {
   if (o.endpoints.length === 0) throw new ConfigError('no etcd endpoints to connect to', 'list at least one member in the EtcdCluster');
   const timeout = o.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
@@ -56,7 +62,7 @@ export function etcdClient(o: EtcdClientOptions): Etcd3 {
       global: noRetry as never,
     },
   };
-  return new Etcd3(options);
+  return new (requireEtcd3().Etcd3)(options);
 }
 
 /** Call options with a deadline `ms` from now, for calls slower than the default. */

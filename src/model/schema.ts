@@ -1,12 +1,12 @@
 /**
  * JSON-Schema validation of one document against schemas/, with every Ajv
- * error turned into a located, readable message.
+ * error turned into a located, readable message. The validators are compiled
+ * from schemas/ at build time (validate-gen.ts), not at each start.
  */
-import { readFileSync, readdirSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Ajv } from 'ajv';
 import type { ErrorObject, ValidateFunction, AnySchemaObject } from 'ajv';
+import * as generated from './validate-generated.js';
 
 /** schemas/ sits two levels above both src/model/ and dist/model/. */
 export const SCHEMAS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../schemas');
@@ -28,29 +28,7 @@ export interface SchemaProblem {
   hint?: string;
 }
 
-let validators: Map<Kind, ValidateFunction> | null = null;
-
-function compileAll(): Map<Kind, ValidateFunction> {
-  const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, allowUnionTypes: false });
-  // Annotation only: the readable message for a failed pattern.
-  ajv.addKeyword({ keyword: 'x-message', schemaType: 'string' });
-  const files = readdirSync(SCHEMAS_DIR).filter((f) => f.endsWith('.schema.json'));
-  const byId = new Map<string, AnySchemaObject>();
-  for (const f of files) {
-    const schema = JSON.parse(readFileSync(join(SCHEMAS_DIR, f), 'utf8')) as AnySchemaObject;
-    byId.set(f, schema);
-    ajv.addSchema(schema);
-  }
-  const out = new Map<Kind, ValidateFunction>();
-  for (const kind of KINDS) {
-    const schema = byId.get(`${kind.toLowerCase()}.schema.json`);
-    if (!schema?.$id) throw new Error(`schemas/${kind.toLowerCase()}.schema.json is missing`);
-    const v = ajv.getSchema(schema.$id);
-    if (!v) throw new Error(`schema ${schema.$id} did not compile`);
-    out.set(kind, v);
-  }
-  return out;
-}
+const validators = generated as unknown as Record<Lowercase<Kind>, ValidateFunction>;
 
 function pathOf(instancePath: string): Array<string | number> {
   if (instancePath === '') return [];
@@ -141,8 +119,7 @@ function describe(e: ErrorObject): SchemaProblem | null {
 
 /** Validates a document whose kind is known; returns [] when it is valid. */
 export function validateDocument(kind: Kind, value: unknown): SchemaProblem[] {
-  validators ??= compileAll();
-  const v = validators.get(kind)!;
+  const v = validators[kind.toLowerCase() as Lowercase<Kind>];
   if (v(value)) return [];
   const out: SchemaProblem[] = [];
   for (const e of v.errors ?? []) {

@@ -172,7 +172,9 @@ export async function applyPlan(s: Session, plan: Plan, g: Gathered, o: ApplyOpt
   for (const p of plan.nodes) for (const r of p.refusals ?? []) errors.push(new NodeError('E_APPLY', p.node, r.message, { hint: r.hint }));
 
   let verify: Plan | null = null;
-  if (errors.length === 0) {
+  // A plan with nothing to do changed nothing: its facts are as fresh as a re-probe's.
+  if (errors.length === 0 && !planHasChanges(plan)) verify = plan;
+  else if (errors.length === 0) {
     const again = await gather(s);
     verify = computePlan(s, again, now());
     if (planHasChanges(verify)) {

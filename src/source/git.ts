@@ -6,9 +6,9 @@
  * tree's uncommitted edits are not desired state.
  */
 import * as fs from 'node:fs';
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import git from 'isomorphic-git';
 import type { HttpClient } from 'isomorphic-git';
@@ -16,10 +16,12 @@ import { ConfigError, SourceError } from '../errors/index.js';
 import type { FileSource } from '../model/source.js';
 
 export type { FileSource };
+export { detectRepo } from './detect.js';
 import { resolveCredentials, type Credentials, type SourceAuth } from './auth.js';
 import { sourceFailure } from './errors.js';
 import { boundedHttpClient, DEFAULT_HTTP_LIMITS, type HttpLimits } from './http.js';
 import { displayUrl } from './redact.js';
+import { findGitdir } from './detect.js';
 import { gitFiles, normaliseSubdir } from './tree.js';
 
 export interface SourceOptions {
@@ -51,38 +53,6 @@ export interface Source {
   fetch(): Promise<string>;
   /** The desired-state files at a commit, read from the object store. */
   files(commit: string): FileSource;
-}
-
-/** How `--repo` is to be read: a URL, a local Git repository, or a plain directory. */
-export async function detectRepo(repo: string): Promise<'url' | 'git' | 'dir' | 'missing'> {
-  if (/^https?:\/\//i.test(repo)) return 'url';
-  const dir = repo.startsWith('file://') ? fileURLToPath(repo) : repo;
-  try {
-    if (!(await stat(dir)).isDirectory()) return 'missing';
-  } catch {
-    return 'missing';
-  }
-  return (await findGitdir(resolvePath(dir))) === null ? 'dir' : 'git';
-}
-
-/** The git directory of a working tree (.git dir or `gitdir:` file) or of a bare repository. */
-async function findGitdir(dir: string): Promise<string | null> {
-  const dotgit = join(dir, '.git');
-  try {
-    const st = await stat(dotgit);
-    if (st.isDirectory()) return dotgit;
-    const m = /^gitdir:\s*(.+?)\s*$/m.exec(await readFile(dotgit, 'utf8'));
-    if (m?.[1]) return isAbsolute(m[1]) ? m[1] : resolvePath(dir, m[1]);
-  } catch {
-    // not a working tree: maybe bare
-  }
-  try {
-    await stat(join(dir, 'HEAD'));
-    if ((await stat(join(dir, 'objects'))).isDirectory() && (await stat(join(dir, 'refs'))).isDirectory()) return dir;
-  } catch {
-    // not a repository
-  }
-  return null;
 }
 
 const COMMIT_RE = /^[0-9a-f]{40}$/;

@@ -5,9 +5,11 @@
  * ratio from the same run. Figures are whatever was measured.
  *
  *   node --import tsx test/bench/run.ts [--only noop-check,noop-apply,full,scale-nodes,scale-files,latency]
+ *        [--ops noop-check,noop-apply,full]
  *        [--runs 5] [--budget-min 20] [--run-timeout-min 20] [--files 10,100,1000] [--rtt-ms 20] [--keep-nodes]
  *
- * --budget-min bounds each comparison: once it is spent, no new run starts
+ * --ops keeps only those operations in every comparison (e.g. the 10-node
+ * scale row for the no-op check alone). --budget-min bounds each comparison: once it is spent, no new run starts
  * (the runs done are reported, at least one of each tool). --run-timeout-min
  * kills a single run that takes longer (reported as failed).
  *
@@ -32,8 +34,11 @@ type Op = 'noop-check' | 'noop-apply' | 'full';
 export const NODES_3 = ['cp-h', 'cp-i', 'cp-j'];
 export const NODES_10 = ['cp-h', 'cp-i', 'cp-j', 'cp-k', 'cp-l', 'cp-m', 'cp-n', 'cp-o', 'cp-p', 'cp-q'];
 
+const OPS = ['noop-check', 'noop-apply', 'full'] as const;
+
 interface Args {
   only: Comparison[];
+  ops: Op[];
   runs: number;
   budgetMs: number;
   files: number[];
@@ -43,7 +48,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { only: [...COMPARISONS], runs: 5, budgetMs: 20 * 60_000, files: [10, 100, 1000], rttMs: 20, keepNodes: false, runTimeoutMs: 20 * 60_000 };
+  const a: Args = { only: [...COMPARISONS], ops: [...OPS], runs: 5, budgetMs: 20 * 60_000, files: [10, 100, 1000], rttMs: 20, keepNodes: false, runTimeoutMs: 20 * 60_000 };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const v = (): string => {
@@ -55,6 +60,10 @@ function parseArgs(argv: string[]): Args {
       const names = v().split(',').map((s) => s.trim()).filter(Boolean);
       for (const n of names) if (!(COMPARISONS as readonly string[]).includes(n)) throw new Error(`unknown comparison ${n} (known: ${COMPARISONS.join(', ')})`);
       a.only = names as Comparison[];
+    } else if (k === '--ops') {
+      const names = v().split(',').map((s) => s.trim()).filter(Boolean);
+      for (const n of names) if (!(OPS as readonly string[]).includes(n)) throw new Error(`unknown operation ${n} (known: ${OPS.join(', ')})`);
+      a.ops = names as Op[];
     } else if (k === '--runs') a.runs = Math.max(1, Number.parseInt(v(), 10));
     else if (k === '--budget-min') a.budgetMs = Number.parseFloat(v()) * 60_000;
     else if (k === '--files') a.files = v().split(',').map((s) => Number.parseInt(s, 10));
@@ -217,7 +226,8 @@ class Bench {
     return { r, failure, crossOk, execs };
   }
 
-  async compare(comparison: Comparison, names: string[], files: number, op: Op): Promise<Row> {
+  async compare(comparison: Comparison, names: string[], files: number, op: Op): Promise<Row | null> {
+    if (!this.args.ops.includes(op)) return null;
     const nodes = await this.ensureNodes(names);
     const ws = makeWorkspace(join(this.root, `ws-${Date.now()}`), this.lab, nodes, files);
     const rtt = this.latency?.rttMs ?? 0;

@@ -83,7 +83,7 @@ async function start(name: string): Promise<Watcher> {
     { env: { CONVERGE_ETCD_CA: etcd.files.ca, CONVERGE_ETCD_CERT: etcd.files.cert, CONVERGE_ETCD_KEY: etcd.files.key }, timeoutMs: 600_000 },
   );
   const lines = (): Line[] => parse(cli.stdout());
-  const listen = await until(`${name} to listen (stderr: ${cli.stderr()})`, 30_000, () => lines().find((l) => l.msg === 'HTTP listening')?.listen);
+  const listen = await until(`${name} to listen (stderr: ${cli.stderr()})`, 90_000, () => lines().find((l) => l.msg === 'HTTP listening')?.listen);
   const w: Watcher = { name, cli, url: `http://${listen}`, killedAt: null, lines };
   watchers.push(w);
   return w;
@@ -164,7 +164,7 @@ let b: Watcher;
 test('two watchers: exactly one leads and reconciles, the other stands by', async () => {
   const t = Date.now();
   [a, b] = await Promise.all([start('a'), start('b')]);
-  const first = await until('a leader', 20_000, async () => ((await leaders([a, b])).length > 0 ? leaders([a, b]) : undefined));
+  const first = await until('a leader', 60_000, async () => ((await leaders([a, b])).length > 0 ? leaders([a, b]) : undefined));
   figures.push(`start → first leader ${Date.now() - t} ms`);
   assert.is(first.length, 1);
   // Sampled for a while: never two leaders, never none once there is one.
@@ -176,7 +176,7 @@ test('two watchers: exactly one leads and reconciles, the other stands by', asyn
   const leader = first[0]!;
   const standby = leader === a ? b : a;
   const commit = repo.commit({ 'nodes.yaml': '# second commit\n' });
-  await until('the leader to reconcile the new commit', 10_000, async () => (await status(leader))?.['commitApplied'] === commit);
+  await until('the leader to reconcile the new commit', 30_000, async () => (await status(leader))?.['commitApplied'] === commit);
   assert.ok(leader.lines().some((l) => l.msg === 'pass started' && l.instance !== undefined), 'pass lines carry the instance id');
   assert.is(standby.lines().filter((l) => l.msg === 'pass started').length, 0, 'the standby ran a pass');
   const st = await status(standby);
@@ -193,16 +193,17 @@ test('kill -9 the leader: the other takes over within the lease TTL, and reconci
   leader!.killedAt = Date.now();
   const took = (await until('the standby to lead', (TTL_S + 5) * 1000, async () => ((await status(standby))?.['leader'] === true ? Date.now() : undefined), 20)) - leader!.killedAt;
   figures.push(`kill -9 leader → standby leads ${took} ms (lease TTL ${TTL_S} s)`);
-  assert.ok(took <= TTL_S * 1000 + 1000, `takeover took ${took} ms with a ${TTL_S} s lease`);
+  // The lease runs out at most TTL after the last keepalive; the rest is etcd's expiry check, a watch event and a read on a loaded machine.
+  assert.ok(took <= TTL_S * 1000 + 2000, `takeover took ${took} ms with a ${TTL_S} s lease`);
   const commit = repo.commit({ 'nodes.yaml': '# after the takeover\n' });
-  await until('the new leader to reconcile', 10_000, async () => (await status(standby))?.['commitApplied'] === commit);
+  await until('the new leader to reconcile', 30_000, async () => (await status(standby))?.['commitApplied'] === commit);
   assertNoOverlap();
 });
 
 test('a leader frozen past its lease (SIGSTOP) is replaced, and when it runs again it leads nothing and runs no pass', async () => {
   const leader = (await leaders(watchers.filter((w) => w.killedAt === null)))[0]!;
   const c = await start('c');
-  await until('c to stand by', 10_000, async () => (await status(c))?.['election']?.leaderId === (await status(leader))?.['election']?.id);
+  await until('c to stand by', 30_000, async () => (await status(c))?.['election']?.leaderId === (await status(leader))?.['election']?.id);
   const frozen = await freezeBetweenPasses(leader);
   await until('c to lead', (TTL_S + 5) * 1000, async () => (await status(c))?.['leader'] === true, 20);
   figures.push(`SIGSTOP leader → standby leads ${Date.now() - frozen} ms`);

@@ -47,7 +47,9 @@ export interface LocalCluster {
 const SYSTEMCTL = String.raw`#!/bin/sh
 # systemd stand-in for the local etcd test nodes: one unit, etcd.service.
 R=/var/lib/run; mkdir -p "$R"; P="$R/etcd.pid"
-alive() { [ -f "$P" ] && kill -0 "$(cat "$P")" 2>/dev/null; }
+# A killed etcd stays a zombie until it is reaped, and kill -0 succeeds on a zombie.
+running() { [ -r "/proc/$1/stat" ] && ! grep -q ') Z ' "/proc/$1/stat"; }
+alive() { [ -f "$P" ] && running "$(cat "$P")"; }
 state() { if alive; then echo active; elif [ -f "$P" ]; then echo failed; else echo inactive; fi; }
 start() {
   alive && return 0
@@ -64,7 +66,7 @@ start() {
 stop() {
   if alive; then
     pid=$(cat "$P"); kill "$pid"
-    i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+    i=0; while running "$pid" && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
     kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$P"

@@ -6,7 +6,7 @@
  * would send.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -111,10 +111,16 @@ export async function stopWatcher(w: Watcher): Promise<number | null> {
 export function endSuite(lab: TestLab | undefined, branch: string, watchers: (Watcher | null)[], figures: string[]): void {
   for (const w of watchers) w?.proc.kill('SIGKILL');
   if (lab !== undefined) {
+    // `git push` wants a repository to push from, even to delete a remote branch.
+    const scratch = mkdtempSync(join(tmpdir(), 'converge-branch-'));
     try {
-      git(['push', '--quiet', lab.git.url, '--delete', `refs/heads/${branch}`], tmpdir(), gitEnv({ url: lab.git.url, username: lab.git.username, password: lab.git.password }));
+      const env = gitEnv({ url: lab.git.url, username: lab.git.username, password: lab.git.password });
+      git(['init', '--quiet'], scratch, env);
+      git(['push', '--quiet', lab.git.url, '--delete', `refs/heads/${branch}`], scratch, env);
     } catch {
       // the branch may never have been made
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
     }
   }
   if (figures.length) console.log(`\n  figures: ${figures.join('; ')}`);

@@ -44,19 +44,13 @@ export function generateValidators(): string {
     exports[kind.toLowerCase()] = id;
   }
   const code = standaloneCode.default(ajv, exports);
-  // Ajv's "esm" output still require()s its runtime helpers: turn each into an import.
-  const helpers = new Map<string, string>();
-  const body = code.replace(/require\("(ajv\/dist\/runtime\/[a-z0-9]+)"\)/g, (_: string, mod: string) => {
-    let name = helpers.get(mod);
-    if (!name) {
-      name = `runtime_${mod.split('/').pop()!}`;
-      helpers.set(mod, name);
-    }
-    return name;
-  });
-  if (/\brequire\(/.test(body)) throw new Error('Ajv standalone code requires a module the generator does not turn into an import');
-  const imports = [...helpers].map(([mod, name]) => `import ${name} from '${mod}.js';\n`).join('');
-  return `${BANNER}${imports}${body.replace(/^"use strict";/, '')}\n`;
+  // Ajv's "esm" output still require()s its runtime helpers (CommonJS): a
+  // require bound to this module loads them with CommonJS semantics under any loader.
+  const required = [...code.matchAll(/require\("([^"]+)"\)/g)].map((m) => m[1]!);
+  const stray = required.filter((m) => !/^ajv\/dist\/runtime\/[a-z0-9]+$/.test(m));
+  if (stray.length) throw new Error(`Ajv standalone code requires modules other than its runtime helpers: ${stray.join(', ')}`);
+  const prelude = required.length ? `import { createRequire } from 'node:module';\nconst require = createRequire(import.meta.url);\n` : '';
+  return `${BANNER}${prelude}${code.replace(/^"use strict";/, '')}\n`;
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -189,7 +189,7 @@ export async function resolveDesiredState(source: FileSource, opts: ResolveOptio
       return false;
     }
     if (!files.has(value)) {
-      c.error(where(d, path), idOf(d), `${fieldName(path)}: ${value} does not exist in the desired state`, 'paths are relative to the desired-state root, e.g. templates/etcd.env');
+      c.error(where(d, path), idOf(d), `${fieldName(path)}: ${value} does not exist in the desired state`, 'paths are relative to the desired-state root, e.g. templates/etcd.env; symbolic links are never followed, so a payload must be a regular file');
       return false;
     }
     if (isDocumentFile(value)) {

@@ -24,6 +24,7 @@ import { signBody } from '../../src/daemon/webhook.js';
 import { describe, output, runCli, startCli, type CliProcess, type CliResult } from '../helpers/cli.js';
 import { commitChange, gitEnv } from '../helpers/git.js';
 import { ensureLab, projectDir, type TestLab } from '../helpers/lab.js';
+import { writeResults, type CaseRecord } from '../helpers/reliability-table.js';
 
 const NODE = 'sc-a';
 const RUN = randomBytes(3).toString('hex');
@@ -38,6 +39,7 @@ let webhookSecretFile: string;
 /** Every secret as the strings that would betray it, by name. */
 const needles = new Map<string, string[]>();
 let checkedOutputs = 0;
+const records: CaseRecord[] = [];
 
 // ---- helpers -------------------------------------------------------------------
 
@@ -133,6 +135,28 @@ function configFile(): string {
 
 const cfg = (): string[] => ['--config', join(work, 'config.json')];
 
+interface Outcome {
+  did: string;
+  /** What was searched or checked, and that no secret or access leaked. */
+  lost: string;
+}
+
+/** A test that records its check for README's Reliability table, passed or not. */
+function secCase(id: string, title: string, fn: () => Promise<Outcome>): void {
+  test(title, async () => {
+    const started = Date.now();
+    try {
+      const o = await fn();
+      records.push({ suite: 'security', id, case: title, did: o.did, nothingLost: true, lostCheck: o.lost, exits: {}, ms: Date.now() - started, passed: true });
+    } catch (e) {
+      records.push({ suite: 'security', id, case: title, did: `FAILED: ${((e as Error).message.split('\n')[0] ?? '').slice(0, 220)}`, nothingLost: false, lostCheck: 'not established', exits: {}, ms: Date.now() - started, passed: false });
+      throw e;
+    }
+  });
+}
+
+const needleCount = (): number => [...needles.values()].flat().length;
+
 // ---- setup -----------------------------------------------------------------------
 
 test.before(async () => {
@@ -158,6 +182,7 @@ test.before(async () => {
 });
 
 test.after(async () => {
+  writeResults('security', 'Security', records);
   if (daemon) await daemon.stop();
   const env = gitEnv({ url: lab.git.url, username: lab.git.username, password: lab.git.password });
   spawnSync('git', ['init', '-q', join(work, 'push')], { env });
@@ -169,7 +194,8 @@ test.after(async () => {
 
 // ---- (a) secrets never appear in any output ----------------------------------------
 
-test('(a) validate, plan, apply, drift, status and config print no secret, in any format, nor write one into plan.json', async () => {
+secCase('secrets-cli', '(a) validate, plan, apply, drift, status and config print no secret, in any format, nor write one into plan.json', async () => {
+  const before = checkedOutputs;
   const opts = { cwd: work, timeoutMs: 600_000 };
   checkRun(await runCli(['validate', ...cfg()], opts), [0]);
   checkRun(await runCli(['validate', ...cfg(), '--json'], opts), [0]);
@@ -202,9 +228,13 @@ test('(a) validate, plan, apply, drift, status and config print no secret, in an
 
   for (const f of filesUnder(join(work, '.converge'))) assertNoSecrets(`local file ${f}`, readFileSync(f, 'latin1'));
   assertNoSecrets(`${NODE}:/var/lib/converge`, await onNode(NODE, 'cat /var/lib/converge/inventory.json /var/lib/converge/managed-paths'));
+  return {
+    did: 'validate, config, plan (saved plan.json 0600), apply of the saved plan, drift (text, --json, --markdown) with drifted TLS keys, plan and apply --json, status: all named the drifted secret files without their bytes; text files still showed a diff',
+    lost: `${checkedOutputs - before} outputs and files (plan.json, .converge/, the node's inventory) searched for ${needleCount()} strings of ${needles.size} secrets, none found`,
+  };
 });
 
-test('(a) a Git error prints neither the password in use nor the right one', async () => {
+secCase('secrets-git-error', '(a) a Git error prints neither the password in use nor the right one', async () => {
   const wrong = join(work, 'wrong-credentials.json');
   const wrongPassword = `not-${lab.git.password}`;
   writeFileSync(wrong, JSON.stringify({ username: lab.git.username, password: wrongPassword }), { mode: 0o600 });
@@ -214,11 +244,13 @@ test('(a) a Git error prints neither the password in use nor the right one', asy
   assert.match(output(r), /authentication failed/);
   assertNoSecrets('plan with a wrong Git password', output(r));
   assert.not.ok(output(r).includes(wrongPassword), 'the wrong password is not printed either');
+  const said = output(r).split('\n').find((l) => /authentication failed/.test(l))?.trim() ?? '';
+  return { did: `refused (exit 1): \`${said.slice(0, 160)}\``, lost: 'neither the right password nor the wrong one in the output' };
 });
 
 // ---- (b) temporary files and converge's own files on the nodes -----------------------
 
-test('(b) a large upload fills a 0600 root-only temporary file, created exclusively; planted traps are not followed', async () => {
+secCase('node-temp-files', '(b) a large upload fills a 0600 root-only temporary file, created exclusively; planted traps are not followed', async () => {
   const target = `${SANDBOX}/etcd-copy`;
   const prefix = `${SANDBOX}/.etcd-copy.converge-`;
   await onNode(NODE, [
@@ -256,9 +288,13 @@ test('(b) a large upload fills a 0600 root-only temporary file, created exclusiv
   const after = await onNode(NODE, `cat ${VICTIM}/file; stat -c '%a %U' ${target}; ls -A ${SANDBOX} | grep -c converge- || true`);
   assert.is(after.trim().split('\n').join('|'), 'victim|644 root|0', 'the trap target is untouched, the file is in place, no temporary file is left');
   process.stdout.write(`\n  temporary file seen ${seen.length} times (${filling} while filling), every time 0600 root:root\n`);
+  return {
+    did: `uploaded the ${(size / 1048576).toFixed(1)} MiB etcd binary through a new temporary file beside symlinks planted under its temporary names; the file, watched ${seen.length} times on the node (${filling} while filling), was 0600 root:root every time, then renamed into place with its declared 0644`,
+    lost: 'the symlinks\' target kept its content; no temporary file left',
+  };
 });
 
-test('(b) converge\'s state and backups on the nodes are root-only; declared modes are kept', async () => {
+secCase('node-state-modes', '(b) converge\'s state and backups on the nodes are root-only; declared modes are kept', async () => {
   const rows = (await onNode(NODE, "find /var/lib/converge -printf '%m %u %g %y %p\\n'")).trim().split('\n').filter(Boolean);
   assert.ok(rows.some((r) => r.endsWith('/var/lib/converge/inventory.json')), 'an inventory exists');
   assert.ok(rows.some((r) => r.includes('/var/lib/converge/backup/sha256/')), 'the replaced secrets were backed up');
@@ -270,6 +306,10 @@ test('(b) converge\'s state and backups on the nodes are root-only; declared mod
   const keys = await onNode(NODE, "stat -c '%a %U %n' /etc/etcd/pki/*-key.pem");
   for (const l of keys.trim().split('\n')) assert.match(l, /^600 etcd /, `declared 0600 etcd: ${l}`);
   assert.is((await onNode(NODE, `stat -c '%a' ${SANDBOX}/client-key.pem ${SANDBOX}/notes.txt`)).trim(), '600\n644');
+  return {
+    did: `/var/lib/converge (inventory, managed paths, backups of replaced secrets): ${rows.length} entries, folders 0700 and files 0600, all root's; TLS keys 0600 etcd as declared; a file declared 0644 is 0644`,
+    lost: 'nothing converge keeps for itself is readable by another account',
+  };
 });
 
 // ---- (c) host keys ------------------------------------------------------------------------
@@ -288,7 +328,7 @@ function knownHostsWithout(address: string): string {
   return f;
 }
 
-test('(c) host keys are checked strictly by default: no known_hosts, or a node missing from it, is refused', async () => {
+secCase('hostkey-strict', '(c) host keys are checked strictly by default: no known_hosts, or a node missing from it, is refused', async () => {
   const dir = nodeOnly();
   const addr = lab.node(NODE).address;
   const home = mkdtempSync(join(work, 'home-'));
@@ -301,9 +341,11 @@ test('(c) host keys are checked strictly by default: no known_hosts, or a node m
   assert.is(missing.code, 1, describe(missing));
   assert.match(output(missing), /is unknown/);
   assert.not.ok(readFileSync(kh, 'utf8').includes(addr), 'strict checking never records a key');
+  const said = output(missing).split('\n').find((l) => /is unknown/.test(l))?.trim() ?? '';
+  return { did: `refused to connect (exit 1), without a known_hosts file and with one that lacks the node: \`${said.slice(0, 200)}\``, lost: 'no connection made; no key recorded anywhere' };
 });
 
-test('(c) --insecure-trust-on-first-use accepts and records an unknown key, which is then checked strictly', async () => {
+secCase('hostkey-tofu', '(c) --insecure-trust-on-first-use accepts and records an unknown key, which is then checked strictly', async () => {
   const dir = nodeOnly();
   const addr = lab.node(NODE).address;
   const kh = knownHostsWithout(addr);
@@ -317,6 +359,7 @@ test('(c) --insecure-trust-on-first-use accepts and records an unknown key, whic
   const then = await runCli(['plan', '--repo', dir, '--ssh-key', lab.sshKey, '--known-hosts', kh], { cwd: work });
   assert.is(then.code, first.code, `without the flag the recorded key is now trusted\n${describe(then)}`);
   assert.is(statSync(kh).mode & 0o777, 0o600);
+  return { did: 'only with the flag: the node\'s real key was recorded, hashed, in a 0600 known_hosts, and the next run without the flag trusted exactly that key', lost: 'no other key accepted' };
 });
 
 // ---- the daemon: (a) its logs and endpoints, (d) where it listens and what it accepts ----------
@@ -343,7 +386,7 @@ function rawExchange(send: (sock: ReturnType<typeof connect>) => void, giveUpMs 
   });
 }
 
-test('(d) the daemon listens on 127.0.0.1:9479 by default, only there', async () => {
+secCase('daemon-listen', '(d) the daemon listens on 127.0.0.1:9479 by default, only there', async () => {
   // Drift a secret file so that the daemon's first pass rewrites it (and logs about it).
   await onNode(NODE, `cp /etc/ssh/ssh_host_ed25519_key ${SANDBOX}/client-key.pem`);
   stateDir = mkdtempSync(join(work, 'state-'));
@@ -374,9 +417,10 @@ test('(d) the daemon listens on 127.0.0.1:9479 by default, only there', async ()
   );
   assert.is(fromBridge, 'ECONNREFUSED', `the lab bridge address ${lab.hostAddress} (reachable from the nodes) gets no answer`);
   assert.is((await get('http://127.0.0.1:9479/healthz')).status, 200);
+  return { did: `listened on 127.0.0.1:9479 only (its one listening socket in ss); a request to the lab bridge address ${lab.hostAddress} was refused`, lost: 'not reachable from the nodes\' network' };
 });
 
-test('(d) the daemon bounds request size and time', async () => {
+secCase('daemon-bounds', '(d) the daemon bounds request size and time', async () => {
   assert.ok(daemon, 'the daemon runs');
   const huge = await rawExchange((s) => s.write(`GET /status HTTP/1.1\r\nHost: x\r\nX-Pad: ${'a'.repeat(64 * 1024)}\r\n\r\n`));
   assert.match(huge.reply, /^HTTP\/1\.1 431/, `oversized headers: ${huge.reply.slice(0, 80)}`);
@@ -395,10 +439,15 @@ test('(d) the daemon bounds request size and time', async () => {
   const csrf = await fetch('http://127.0.0.1:9479/suspend', { method: 'POST', headers: { origin: 'http://evil.example' } });
   assert.is(csrf.status, 403, 'a browser page (Origin header) cannot suspend the daemon');
   process.stdout.write(`\n  headers 64 KiB: ${huge.reply.slice(9, 12)}; body 2 MiB: ${body}; endless headers cut after ${(slowHeaders.ms / 1000).toFixed(1)} s\n`);
+  return {
+    did: `64 KiB of headers: HTTP ${huge.reply.slice(9, 12)}; a 2 MiB signed body: HTTP ${body}; headers that never end: cut off after ${(slowHeaders.ms / 1000).toFixed(1)} s; POST /suspend from a browser page (Origin header): HTTP 403`,
+    lost: 'the daemon kept running and answering',
+  };
 });
 
-test('(a) the daemon\'s logs, /status, /metrics and its files hold no secret', async () => {
+secCase('secrets-daemon', '(a) the daemon\'s logs, /status, /metrics and its files hold no secret', async () => {
   assert.ok(daemon, 'the daemon runs');
+  const before = checkedOutputs;
   const until = Date.now() + 300_000;
   let status: { lastPass: { result?: string } | null; current: unknown } = { lastPass: null, current: null };
   while (Date.now() < until) {
@@ -428,7 +477,11 @@ test('(a) the daemon\'s logs, /status, /metrics and its files hold no secret', a
     if (st.isFile()) assert.is(st.mode & 0o077, 0, `${f} is readable by its owner only`);
   }
   assert.is((await onNode(NODE, `sha256sum < ${SANDBOX}/client-key.pem`)).split(' ')[0], spawnSync('sha256sum', [join(lab.secretsDir, 'client', 'etcd-client-key.pem')], { encoding: 'utf8' }).stdout.split(' ')[0], 'the daemon restored the drifted secret');
-  process.stdout.write(`\n  ${checkedOutputs} outputs and files searched for ${[...needles.values()].flat().length} strings of ${needles.size} secrets: none found\n`);
+  process.stdout.write(`\n  ${checkedOutputs} outputs and files searched for ${needleCount()} strings of ${needles.size} secrets: none found\n`);
+  return {
+    did: 'an enforcing daemon restored a drifted TLS key, answered /status, /metrics, /healthz, /readyz and a signed and a forged webhook, then stopped on SIGTERM (exit 0); its state folder 0700, its files 0600',
+    lost: `${checkedOutputs - before} logs, answers and files searched for ${needleCount()} strings of ${needles.size} secrets, none found`,
+  };
 });
 
 test.run();

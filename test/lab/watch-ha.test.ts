@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { startCli, type CliProcess } from '../helpers/cli.js';
 import { makeRepo, type TestRepo } from '../unit/source/_repo.js';
 import { singleEtcd, type SingleEtcd } from '../unit/daemon/_etcd.js';
+import { until } from '../helpers/watch.js';
 
 const TTL_S = 3;
 const INTERVAL_S = 0.3;
@@ -51,15 +52,6 @@ function parse(out: string): Line[] {
     .map((l) => JSON.parse(l) as Line);
 }
 
-async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined | false> | T | undefined | false, every = 50): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, every));
-  }
-}
 
 function status(w: Watcher): Promise<Record<string, any> | null> {
   return new Promise((resolve) => {

@@ -151,7 +151,8 @@ export function reconcileFor(cfg: PassConfig, source: Source, only: string[] | u
         if (planHasErrors(plan)) return { ...base, outcome: 'failed', error: plan.nodes.filter((n) => !n.reachable).map((n) => `${n.node}: ${n.error ?? 'unreachable'}`).join('; ') || 'the plan has errors' };
         return { ...base, outcome: planHasChanges(plan) || reported || driftCount(drift) > 0 ? 'drift' : 'ok', changes: 0 };
       }
-      const report = await applyPlan(s, plan, g, { signal: job.signal, log: (line) => job.log.info(line) });
+      // A rollout: one node at a time, so that a node failing its health gate stops it before the next.
+      const report = await applyPlan(s, plan, g, { signal: job.signal, log: (line) => job.log.info(line), haltAtFirstFailure: true });
       logApplied(job.log, report);
       const changes = report.nodes.reduce((sum, n) => sum + n.performed.length, 0);
       if (report.ok) {

@@ -7,7 +7,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { applyNodePlan, type ApplyProgress, type NodeApplyResult, type FileWriteAction } from '../apply/host.js';
-import { withNodes } from '../connect/ssh.js';
+import { withNodes, type NodeOutcome } from '../connect/ssh.js';
 import { ConvergeError, NodeError, StalePlanError } from '../errors/index.js';
 import { factsDigest } from '../facts/digest.js';
 import { probeRequestFor } from '../facts/request.js';
@@ -104,6 +104,11 @@ export interface ApplyOptions {
   log?: (line: string) => void;
   signal?: AbortSignal;
   now?: () => Date;
+  /**
+   * A rollout: host changes go to one node at a time, and the first node that
+   * fails stops it there; no later node is touched (nor etcd, nor removals).
+   */
+  haltAtFirstFailure?: boolean;
 }
 
 function slice(p: NodePlan, from: number, to: number): NodePlan {
@@ -124,9 +129,10 @@ export async function applyPlan(s: Session, plan: Plan, g: Gathered, o: ApplyOpt
   const content = contentResolver(s.nodes);
   const byName = new Map(s.nodes.map((n) => [n.name, n]));
   const results = new Map<string, NodeApplyResult>();
+  const notStarted: string[] = [];
   const runPhase = async (part: (p: NodePlan) => NodePlan): Promise<void> => {
     const todo = plan.nodes.filter((p) => p.reachable && (!results.has(p.node) || results.get(p.node)!.ok));
-    const outcomes = await withNodes(todo, s.cfg.parallel, async (p) => {
+    const applyOne = async (p: NodePlan): Promise<NodeApplyResult> => {
       const t = s.transports.get(p.node);
       const node = byName.get(p.node);
       const facts = g.facts.get(p.node);
@@ -139,7 +145,21 @@ export async function applyPlan(s: Session, plan: Plan, g: Gathered, o: ApplyOpt
         ...(o.signal ? { signal: o.signal } : {}),
         inventory: { node, facts: recorded ? { ...facts, inventory: recorded } : facts, now },
       });
-    });
+    };
+    let outcomes: NodeOutcome<NodePlan, NodeApplyResult>[];
+    if (o.haltAtFirstFailure) {
+      outcomes = [];
+      for (const [i, p] of todo.entries()) {
+        const [out] = await withNodes([p], 1, applyOne);
+        outcomes.push(out!);
+        if (!out!.ok || !out!.value.ok) {
+          notStarted.push(...todo.slice(i + 1).filter((q) => q.actions.length > 0).map((q) => q.node));
+          break;
+        }
+      }
+    } else {
+      outcomes = await withNodes(todo, s.cfg.parallel, applyOne);
+    }
     for (const out of outcomes) {
       const prev = results.get(out.node.node);
       if (!out.ok) {
@@ -164,7 +184,10 @@ export async function applyPlan(s: Session, plan: Plan, g: Gathered, o: ApplyOpt
       if (!etcd.ok && etcd.error) errors.push(etcd.error);
     }
   }
-  if (!etcd || etcd.ok) await runPhase((p) => slice(p, p.firstRemoval ?? p.actions.length, p.actions.length));
+  const halted = o.haltAtFirstFailure === true && hostFailed;
+  if (halted) {
+    if (notStarted.length > 0) errors.push(new ConvergeError('E_APPLY', `rollout halted: ${notStarted.length} node(s) not started: ${notStarted.join(', ')}`, { hint: 'fix the failed node, then push a new commit or retry' }));
+  } else if (!etcd || etcd.ok) await runPhase((p) => slice(p, p.firstRemoval ?? p.actions.length, p.actions.length));
 
   for (const r of results.values()) if (!r.ok && r.error) errors.push(r.error);
   // p.error is a NodeError's message, which already names the node.

@@ -1,10 +1,11 @@
 // Halt and roll back, as `converge watch --rollback` does it on the lab: a
 // commit whose config makes a service fail its start check (ExecStartPre)
-// halts the rollout at the health gate; the node is returned to the last
-// good commit and its service is healthy again; /status, the metrics and the
+// halts the rollout at the health gate on the first node, before the second
+// is touched; that node is returned to the last good commit and its service
+// is healthy again; /status, the metrics and the
 // logs say what happened; the failed commit is not retried until an
 // operator asks (POST /retry) or a newer commit arrives.
-// The suite owns node wt-b and the branch rollback-<run>.
+// The suite owns nodes wt-b and wt-c and the branch rollback-<run>.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
@@ -18,6 +19,8 @@ import { endSuite, hook, http, startWatcher, status, stopWatcher, until, type Wa
 const RUN = randomBytes(3).toString('hex');
 const BRANCH = `rollback-${RUN}`;
 const NODE = 'wt-b';
+/** After NODE in the rollout: never reached by a commit that fails on NODE. */
+const NEXT = 'wt-c';
 const CONF = '/etc/converge-demo/demo.conf';
 const UNIT = 'converge-demo.service';
 const SECRET = randomBytes(18).toString('base64url');
@@ -31,7 +34,7 @@ function desiredState(conf: string): (dir: string) => void {
   const unit = ['[Unit]', 'Description=converge rollback test service', '', '[Service]', `ExecStartPre=/bin/grep -qx valid=yes ${CONF}`, 'ExecStart=/bin/sleep infinity', '', '[Install]', 'WantedBy=multi-user.target', ''].join('\n');
   return (dir) => {
     for (const e of readdirSync(dir)) if (e !== '.git') rmSync(join(dir, e), { recursive: true, force: true });
-    writeFileSync(join(dir, 'nodes.yaml'), `apiVersion: converge.dev/v1\nkind: Node\nmetadata:\n  name: ${NODE}\nspec:\n  address: ${lab.node(NODE).address}\n`);
+    writeFileSync(join(dir, 'nodes.yaml'), [NODE, NEXT].map((n) => `apiVersion: converge.dev/v1\nkind: Node\nmetadata:\n  name: ${n}\nspec:\n  address: ${lab.node(n).address}\n`).join('---\n'));
     writeFileSync(
       join(dir, 'demo.yaml'),
       [
@@ -46,8 +49,8 @@ function desiredState(conf: string): (dir: string) => void {
 
 const push = (conf: string, message: string): Promise<string> => commitChange(desiredState(conf), message, { branch: BRANCH });
 
-async function onNode(script: string): Promise<string> {
-  const r = await runOnNode(NODE, script);
+async function onNode(script: string, node = NODE): Promise<string> {
+  const r = await runOnNode(node, script);
   return r.stdout.trim();
 }
 
@@ -60,21 +63,23 @@ async function metric(name: string): Promise<number> {
 let good: string;
 
 test.before(async () => {
-  lab = await ensureLab({ nodes: [NODE] });
-  await labReset(NODE);
+  lab = await ensureLab({ nodes: [NODE, NEXT] });
+  await Promise.all([labReset(NODE), labReset(NEXT)]);
   good = await push('valid=yes\n', 'rollback test: a healthy service');
 });
 
 test.after(() => endSuite(lab, BRANCH, [w], figures));
 
-test('the good commit is rolled out and its service runs', async () => {
+test('the good commit is rolled out and its service runs on both nodes', async () => {
   w = await startWatcher(lab, { branch: BRANCH, mode: 'enforce', intervalS: 600, webhookSecret: SECRET, env: { CONVERGE_ROLLBACK: 'true' } });
   await until('the good commit applied', 120_000, async () => (await status(w!))['commitApplied'] === good);
   assert.is(await onNode(`systemctl is-active ${UNIT}`), 'active');
+  assert.is(await onNode(`systemctl is-active ${UNIT}`, NEXT), 'active');
   assert.is((await status(w!))['rollback'], true);
 });
 
-test('a commit that breaks the service: the rollout halts at the health gate, the node is rolled back and healthy, /status says so', async () => {
+test('a commit that breaks the service: the rollout halts at the health gate on the first node, the next node is not touched, the node is rolled back and healthy, /status says so', async () => {
+  const untouched = await onNode(`stat -c %Y.%i ${CONF}`, NEXT);
   const bad = await push('valid=no\n', 'rollback test: a config the service refuses');
   const pushed = Date.now();
   assert.is((await hook(w!, `refs/heads/${BRANCH}`, SECRET)).status, 202);
@@ -85,6 +90,7 @@ test('a commit that breaks the service: the rollout halts at the health gate, th
   figures.push(`push → halted and rolled back ${Date.now() - pushed} ms`);
   assert.is(st['rejected'].kind, 'halted');
   assert.match(st['rejected'].error, new RegExp(`${NODE}: restart ${UNIT}: .*did not become active`));
+  assert.match(st['rejected'].error, new RegExp(`rollout halted: 1 node\\(s\\) not started: ${NEXT}`));
   assert.equal(st['rejected'].rolledBack.nodes, [NODE]);
   assert.is(st['rejected'].rolledBack.toCommit, good);
   assert.is(st['rejected'].rolledBack.ok, true, JSON.stringify(st['rejected'].rolledBack));
@@ -93,9 +99,14 @@ test('a commit that breaks the service: the rollout halts at the health gate, th
   assert.is(st['commitApplied'], good);
   assert.is(st['lastGood'], good);
   // The node is on the last good commit: the change of the rejected commit is "intentional" drift (in Git, not rolled out).
-  assert.equal(st['drift'][NODE].resources, [{ resource: 'File/demo-conf', kind: 'File', label: 'intentional', field: 'content', target: CONF }]);
+  for (const n of [NODE, NEXT]) assert.equal(st['drift'][n].resources, [{ resource: 'File/demo-conf', kind: 'File', label: 'intentional', field: 'content', target: CONF }], n);
   assert.is(await onNode(`cat ${CONF}`), 'valid=yes');
   assert.is(await onNode(`systemctl is-active ${UNIT}`), 'active');
+  // The next node was never reached: its config is the same file, unchanged, and its service ran throughout.
+  assert.is(await onNode(`stat -c %Y.%i ${CONF}`, NEXT), untouched);
+  assert.is(await onNode(`cat ${CONF}`, NEXT), 'valid=yes');
+  assert.is(await onNode(`systemctl is-active ${UNIT}`, NEXT), 'active');
+  assert.not.ok(w!.lines.some((l) => l['node'] === NEXT && (l.msg === 'applied' || l.msg === 'apply failed on the node') && (l.time ?? 0) >= pushed), `${NEXT} was touched`);
   assert.is(await metric('converge_rollbacks_total{result="ok"}'), 1);
   const halted = await until('the halt logged', 5_000, () => w!.lines.find((l) => l.msg === 'rollout halted'));
   assert.is((halted['rolledBack'] as { toCommit: string }).toCommit, good);
@@ -126,7 +137,10 @@ test('POST /retry tries the commit again (it halts and rolls back again); a newe
   const st = await status(w!);
   assert.is(st['rejected'], null);
   assert.is(await onNode(`systemctl is-active ${UNIT}`), 'active');
-  assert.is(await onNode(`tail -n 1 ${CONF}`), '# fixed');
+  for (const n of [NODE, NEXT]) {
+    assert.is(await onNode(`tail -n 1 ${CONF}`, n), '# fixed', n);
+    assert.is(await onNode(`systemctl is-active ${UNIT}`, n), 'active', n);
+  }
   assert.is(await stopWatcher(w!), 0);
 });
 

@@ -7,7 +7,7 @@
 import { loadEtcdTls, type EtcdTls } from '../connect/etcd.js';
 import type { Transport } from '../connect/transport.js';
 import { ConfigError } from '../errors/index.js';
-import { gatherEtcdFacts, unitActive } from '../facts/etcd.js';
+import { gatherEtcdFactsSettled, unitActive } from '../facts/etcd.js';
 import type { ResolvedEtcd, ResolvedNode } from '../model/types.js';
 import type { Session } from '../reconcile/session.js';
 import { buildStatusReport, renderStatusJson, renderStatusText, type StatusReport, type UnitState } from '../report/status.js';
@@ -40,7 +40,8 @@ export async function etcdStatus(i: StatusInput): Promise<StatusReport> {
       return [node, { error: e instanceof Error ? e.message : String(e) }];
     }
   };
-  const [etcd, units] = await Promise.all([gatherEtcdFacts(i.spec, i.tls, { timeoutMs }), Promise.all(memberNodes.map(unitOf))]);
+  // A time-out is asked again with more time before it counts: a busy machine is not a sick cluster.
+  const [etcd, units] = await Promise.all([gatherEtcdFactsSettled(i.spec, i.tls, { timeoutMs }), Promise.all(memberNodes.map(unitOf))]);
   const byNode: Record<string, UnitState> = Object.fromEntries(units);
   // Members on nodes outside the desired member set (leaving ones) are asked too.
   const report0 = buildStatusReport(i.spec, etcd, byNode, { checkedAt: now().toISOString(), elapsedMs: 0, nodes: i.nodes });

@@ -36,30 +36,65 @@ function runningNode(p: LabPaths, node: string): NodeState {
   return n;
 }
 
-/** Clean shutdown of the node (systemd powers off); its disk is kept for startNode. */
-export async function stopNode(node: string, opts: FaultOptions = {}): Promise<void> {
+function markerOf(p: LabPaths, kind: 'cuts' | 'stops', node: string): string {
+  return join(p.root, kind, node);
+}
+
+/** Records that this process made the fault, so that another run's `lab up` leaves it alone while the process lives. */
+function mark(p: LabPaths, kind: 'cuts' | 'stops', node: string): void {
+  const f = markerOf(p, kind, node);
+  mkdirSync(join(p.root, kind), { recursive: true, mode: 0o700 });
+  writeFileSync(`${f}.tmp`, `${process.pid} ${pidStart(process.pid) ?? 0}\n`);
+  renameSync(`${f}.tmp`, f);
+}
+
+function markedByLiveProcess(p: LabPaths, kind: 'cuts' | 'stops', node: string): boolean {
+  try {
+    const [pid, start] = readFileSync(markerOf(p, kind, node), 'utf8').trim().split(' ').map(Number);
+    return isSameProcess(pid, start);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Stops the node without waiting for the lab lock (a fault happens when the
+ * test says, not when another lab run lets go of the lock); the state records
+ * it under the lock afterwards.
+ */
+async function stopMarked(node: string, opts: FaultOptions, how: (n: NodeState) => Promise<void>): Promise<void> {
   requireRoot();
   const p = paths(opts);
+  const n = nodeOf(loadState(p.state), node);
+  mark(p, 'stops', node);
+  await how(n);
   await withLock(p.lock, async () => {
     const state = loadState(p.state);
-    const n = nodeOf(state, node);
-    await stopNodeProcess(n);
-    state.nodes[node] = { ...n, stopped: true };
-    saveState(p.state, state);
+    const now = nodeOf(state, node);
+    if (now.pid === n.pid) {
+      state.nodes[node] = { ...now, stopped: true };
+      saveState(p.state, state);
+    }
   });
+}
+
+/** Clean shutdown of the node (systemd powers off); its disk is kept for startNode. */
+export async function stopNode(node: string, opts: FaultOptions = {}): Promise<void> {
+  await stopMarked(node, opts, (n) => stopNodeProcess(n));
 }
 
 /** Power cut: the node's init and everything in it are SIGKILLed; its disk is kept for startNode. */
 export async function crashNode(node: string, opts: FaultOptions = {}): Promise<void> {
-  requireRoot();
-  const p = paths(opts);
-  await withLock(p.lock, async () => {
-    const state = loadState(p.state);
-    const n = nodeOf(state, node);
-    await crashNodeProcess(n);
-    state.nodes[node] = { ...n, stopped: true };
-    saveState(p.state, state);
-  });
+  await stopMarked(node, opts, (n) => crashNodeProcess(n));
+}
+
+/**
+ * Whether the node was stopped by stopNode or crashNode in a process that
+ * still runs: a test in the middle of a fault, whose node `lab up` must not
+ * boot. A stop whose process is gone was left behind, and `lab up` boots it.
+ */
+export function stoppedOnPurpose(p: LabPaths, node: string): boolean {
+  return markedByLiveProcess(p, 'stops', node);
 }
 
 /** Boot a stopped node on its kept disk and wait until it answers SSH; returns the milliseconds it took. */
@@ -83,6 +118,7 @@ export async function startNode(node: string, opts: FaultOptions = {}): Promise<
     const booted = bootNode(p, { name: n.name, address: n.address }, n.image);
     state.nodes[node] = booted;
     saveState(p.state, state);
+    rmSync(markerOf(p, 'stops', node), { force: true });
     await waitForSsh(node, { address: n.address, key: p.clientKey, knownHosts: p.knownHosts }, 90_000);
     return Date.now() - t0;
   });
@@ -97,22 +133,13 @@ export async function restartNode(node: string, opts: FaultOptions = {}): Promis
   });
 }
 
-function cutMarker(p: LabPaths, node: string): string {
-  return join(p.root, 'cuts', node);
-}
-
 /**
  * Whether the node's link was cut by cutLink in a process that still runs:
  * a test in the middle of a fault, whose cut `lab up` must leave alone. A
  * cut whose process is gone was left behind, and is restored.
  */
 export function cutOnPurpose(p: LabPaths, node: string): boolean {
-  try {
-    const [pid, start] = readFileSync(cutMarker(p, node), 'utf8').trim().split(' ').map(Number);
-    return isSameProcess(pid, start);
-  } catch {
-    return false;
-  }
+  return markedByLiveProcess(p, 'cuts', node);
 }
 
 /** Pull the node's cable: its veth on the host goes down; the node keeps running and keeps its address. */
@@ -122,9 +149,7 @@ export async function cutLink(node: string, opts: FaultOptions = {}): Promise<vo
   const n = runningNode(p, node);
   if (!linkExists(n.veth)) throw new LabError(`${node}: its link ${n.veth} does not exist`);
   // No lock: a cut must happen when the test says, not when another lab run lets go of the lock.
-  mkdirSync(join(p.root, 'cuts'), { recursive: true, mode: 0o700 });
-  writeFileSync(`${cutMarker(p, node)}.tmp`, `${process.pid} ${pidStart(process.pid) ?? 0}\n`);
-  renameSync(`${cutMarker(p, node)}.tmp`, cutMarker(p, node));
+  mark(p, 'cuts', node);
   await setLink(n.veth, false);
 }
 
@@ -137,7 +162,7 @@ export async function restoreLink(node: string, opts: FaultOptions & { waitMs?: 
   const p = paths(opts);
   const n = runningNode(p, node);
   await setLink(n.veth, true);
-  rmSync(cutMarker(p, node), { force: true });
+  rmSync(markerOf(p, 'cuts', node), { force: true });
   const until = Date.now() + (opts.waitMs ?? 10_000);
   while (Date.now() < until) {
     if (await tcpReachable(n.address, 22, 1000)) return;

@@ -19,7 +19,7 @@ import { BRIDGE, DEFAULT_NODES, GIT_USER, HOST_ADDRESS, imageCacheDir, labDir as
 import { ensurePki } from './pki.js';
 import { ensureHostPackages, requireFreeDisk, requireRoot } from './prereq.js';
 import { elapsed, isSameProcess, runOk, sleep, terminate } from './proc.js';
-import { cutOnPurpose } from './faults.js';
+import { cutOnPurpose, stoppedOnPurpose } from './faults.js';
 import { ensureClientKey, ensureHostKeys, hostPublicKeys, sshBanner, sshRun, waitForSsh, writeKnownHosts, type SshTarget } from './ssh.js';
 import { loadState, saveState, type LabState, type NodeState } from './state.js';
 
@@ -195,6 +195,8 @@ async function unhealthy(p: LabPaths, nodes: NodeState[], log: Log): Promise<Nod
   if (!existsSync(p.knownHosts) || !existsSync(p.clientKey)) return nodes;
   const bad = await Promise.all(
     nodes.map(async (n) => {
+      // A test is stopping it right now: neither broken nor to be booted again.
+      if (stoppedOnPurpose(p, n.name)) return null;
       if (linkExists(n.veth) && !linkIsUp(n.veth)) {
         // A test cutting it right now is not to be undone, nor its node taken for broken.
         if (cutOnPurpose(p, n.name)) return null;
@@ -246,7 +248,8 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabInfo> {
       await stopNodeProcess(n);
     }
     const healthy = running.filter((n) => !broken.some((b) => b.name === n));
-    const toBoot = wanted.filter((n) => !healthy.includes(n));
+    // A node a running test stopped on purpose stays down until that test starts it.
+    const toBoot = wanted.filter((n) => !healthy.includes(n) && !stoppedOnPurpose(p, n));
     if (healthy.length === 0) {
       // Nothing of ours runs: whatever bridge is there is stale.
       if (linkExists(BRIDGE)) await deleteLink(BRIDGE);

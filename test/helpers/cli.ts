@@ -36,6 +36,8 @@ export interface CliOptions {
   input?: string;
   /** Kill with SIGKILL after this long (default 180 s). */
   timeoutMs?: number;
+  /** The built CLI to run (default CLI_MAIN): a suite's own copy of dist, safe from a build running meanwhile. */
+  main?: string;
 }
 
 let defaultCwd: string | undefined;
@@ -64,8 +66,8 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS
   return env;
 }
 
-function assertBuilt(): void {
-  if (!existsSync(CLI_MAIN)) throw new Error(`${CLI_MAIN} does not exist: run \`npm run build\` first`);
+function assertBuilt(main: string): void {
+  if (!existsSync(main)) throw new Error(`${main} does not exist: run \`npm run build\` first`);
 }
 
 /** A running CLI process (for the watch daemon): its output so far, and its end. */
@@ -81,9 +83,10 @@ export interface CliProcess {
 
 /** Start the CLI and return at once. */
 export function startCli(args: string[], opts: CliOptions = {}): CliProcess {
-  assertBuilt();
+  const main = opts.main ?? CLI_MAIN;
+  assertBuilt(main);
   const started = performance.now();
-  const child = spawn(process.execPath, [CLI_MAIN, ...args], {
+  const child = spawn(process.execPath, [main, ...args], {
     cwd: opts.cwd ?? emptyCwd(),
     env: cleanEnv(opts.env),
     stdio: ['pipe', 'pipe', 'pipe'],

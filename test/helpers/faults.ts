@@ -8,7 +8,7 @@
  * leftovers after a pass.
  */
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadEtcdTls, withEtcdClient, type EtcdTls } from '../../src/connect/etcd.js';
@@ -38,6 +38,8 @@ export interface FaultLab {
   artifacts: string;
   binaries: { A: Binary; B: Binary };
   tls: EtcdTls;
+  /** This suite's copy of the built CLI (see cliSnapshot). */
+  cli: string;
 }
 
 const sha256File = (p: string): string => createHash('sha256').update(readFileSync(p)).digest('hex');
@@ -50,11 +52,50 @@ export async function faultLab(): Promise<FaultLab> {
   writeFileSync(join(artifacts, 'etcd-b'), Buffer.concat([readFileSync(join(lab.artifactsDir, 'etcd')), Buffer.from('\nconverge fault suite: variant B\n')]), { mode: 0o755 });
   const tls = await loadEtcdTls({ caFile: join(lab.secretsDir, 'ca.pem'), certFile: join(lab.secretsDir, 'client/etcd-client.pem'), keyFile: join(lab.secretsDir, 'client/etcd-client-key.pem') });
   return {
+    cli: cliSnapshot(),
     lab,
     artifacts,
     binaries: { A: { artifact: 'etcd', sha256: sha256File(join(artifacts, 'etcd')) }, B: { artifact: 'etcd-b', sha256: sha256File(join(artifacts, 'etcd-b')) } },
     tls,
   };
+}
+
+/**
+ * This run's copy of dist: ROOT/dist, beside links to the project's
+ * package.json, schemas and node_modules, so that dist's relative paths and
+ * its packages resolve as from the project.
+ */
+const ROOT = join(tmpdir(), `converge-faults-cli-${process.pid}`);
+const SNAPSHOT = join(ROOT, 'dist');
+
+function filesUnder(dir: string): string[] {
+  return (readdirSync(dir, { recursive: true, withFileTypes: true }) as import('node:fs').Dirent[]).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name).slice(dir.length));
+}
+
+/**
+ * A copy of dist taken at the start of the suite. Other suites on the same
+ * machine run `npm run build` while this one runs for many minutes, and tsc
+ * rewrites dist in place: a CLI started at that moment can read a truncated
+ * module and exit 0 having done nothing. The copy is checked against dist
+ * file by file, and taken again when a build ran during the copy.
+ */
+export function cliSnapshot(): string {
+  const dist = join(projectDir, 'dist');
+  rmSync(ROOT, { recursive: true, force: true });
+  mkdirSync(ROOT, { recursive: true });
+  for (const f of ['package.json', 'schemas', 'node_modules']) symlinkSync(join(projectDir, f), join(ROOT, f));
+  for (let i = 0; i < 5; i++) {
+    rmSync(SNAPSHOT, { recursive: true, force: true });
+    cpSync(dist, SNAPSHOT, { recursive: true });
+    const files = filesUnder(dist);
+    const same = files.length === filesUnder(SNAPSHOT).length && files.every((f) => readFileSync(join(dist, f)).equals(readFileSync(join(SNAPSHOT, f))));
+    if (same && files.every((f) => !f.endsWith('.js') || readFileSync(join(SNAPSHOT, f)).length > 0)) return join(SNAPSHOT, 'cli', 'main.js');
+  }
+  throw new Error(`${dist} kept changing while it was copied: a build is running; run the suite again`);
+}
+
+export function removeCliSnapshot(): void {
+  rmSync(ROOT, { recursive: true, force: true });
 }
 
 export interface Shape {
@@ -121,15 +162,15 @@ export function cliArgs(f: FaultLab, command: string, dir: string, extra: string
 }
 
 export function startApply(f: FaultLab, dir: string, extra: string[] = []): CliProcess {
-  return startCli(cliArgs(f, 'apply', dir, extra), { timeoutMs: 600_000 });
+  return startCli(cliArgs(f, 'apply', dir, extra), { timeoutMs: 600_000, main: f.cli });
 }
 
 export function apply(f: FaultLab, dir: string, extra: string[] = []): Promise<CliResult> {
-  return runCli(cliArgs(f, 'apply', dir, extra), { timeoutMs: 600_000 });
+  return runCli(cliArgs(f, 'apply', dir, extra), { timeoutMs: 600_000, main: f.cli });
 }
 
 export function status(f: FaultLab, dir: string): Promise<CliResult> {
-  return runCli(cliArgs(f, 'status', dir, ['--json']), { timeoutMs: 120_000 });
+  return runCli(cliArgs(f, 'status', dir, ['--json']), { timeoutMs: 120_000, main: f.cli });
 }
 
 /** Whether an apply converged as the CLI reports it: exit 0, verify clean, the cluster healthy with one leader. */

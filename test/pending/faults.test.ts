@@ -41,6 +41,7 @@ import {
   faultLab,
   keysIntact,
   leftovers,
+  removeCliSnapshot,
   resolved,
   runningEtcd,
   secs,
@@ -136,6 +137,7 @@ test.before(async () => {
 
 test.after(() => {
   rmSync(f.artifacts, { recursive: true, force: true });
+  removeCliSnapshot();
   const md = renderTable([{ suite: 'faults', title: 'Faults', generatedAt: new Date().toISOString(), cases }]);
   const detail = kills ? killTable(kills) : '';
   mkdirSync(RESULTS_DIR, { recursive: true });
@@ -148,7 +150,7 @@ function killTable(k: KillReport): string {
   const out = [
     `#### Fault 1: the ${k.rounds.length} kills (seed ${k.seed})`,
     '',
-    `Calibration on this machine: a full apply from fresh nodes took ${secs(k.calibration.freshMs)} (etcd bootstrap from ${secs(k.calibration.bootstrapFrom)} to ${secs(k.calibration.bootstrapTo)}); a change (etcd binary on 3 members + one flag, rolling restart) ${secs(k.calibration.changeMs)}.`,
+    `Calibration on this machine: a full apply from fresh nodes took ${secs(k.calibration.freshMs)} (etcd bootstrap from ${secs(k.calibration.bootstrapFrom)} to ${secs(k.calibration.bootstrapTo)}); the moments of a change (etcd binary on 3 members + one flag, rolling restart) were drawn within ${secs(k.calibration.changeMs)}.`,
     '',
     '| # | Apply | Killed at | What the kill left | Next pass | Left behind |',
     '| --- | --- | --- | --- | --- | --- |',
@@ -170,13 +172,14 @@ test('1. converge killed with SIGKILL at 20 seeded random moments: every next pa
   const wrongRun = k.rounds.filter((r) => r.running !== undefined && !r.running.startsWith('3/3'));
   const lostKeys = k.rounds.filter((r) => r.keys !== undefined && r.keys !== 1000);
   const inBootstrap = k.rounds.filter((r) => r.kind === 'fresh' && r.left.some((l) => l.includes('initial env'))).length;
+  const stagedBad = k.staged.filter((c) => c.problem !== null || c.leftovers.length > 0);
   const s = k.sampler;
   figures.push(`fault 1: ${k.rounds.length} kills in ${secs(Date.now() - t0)}; sampler: ${s.samples} samples (mean gap ${s.meanGapMs} ms, longest ${s.maxGapMs} ms), ${s.hashed} digests read, ${s.distinct} distinct, ${s.tempSeen} uploads seen in flight, ${s.stateChecked} state files checked whole`);
   record({
     id: 'kill-9',
     case: `kill -9 of converge at ${k.rounds.length} seeded random moments (seed ${k.seed}): ${KILLS_FRESH} during full applies from fresh nodes, ${KILLS_CHANGE} during changes of the etcd binary and one flag (rolling restart)`,
-    did: `each next pass converged: ${k.rounds.length - failed.length}/${k.rounds.length} at the first try (apply exit 0, nothing left to do, 3 started voters, one leader); ${inBootstrap} kills left a bootstrap half-done (initial env written or etcd starting) and the next pass finished it; ${k.rounds.length - left.length}/${k.rounds.length} left no temporary file or initial env behind`,
-    nothingLost: s.violations.length === 0 && failed.length === 0 && left.length === 0 && k.keysAtEnd === 1000 && lostKeys.length === 0 && wrongRun.length === 0,
+    did: `each next pass converged: ${k.rounds.length - failed.length}/${k.rounds.length} at the first try (apply exit 0, nothing left to do, 3 started voters, one leader); ${inBootstrap} kills left a bootstrap half-done (initial env written or etcd starting) and the next pass finished it; ${k.rounds.length - left.length}/${k.rounds.length} left no temporary file or initial env behind; ${k.staged.length - stagedBad.length}/${k.staged.length} moments too short to hit by chance, staged exactly as a kill there leaves them (${k.staged.map((c) => c.what).join('; ')}), converged at the next pass`,
+    nothingLost: s.violations.length === 0 && failed.length === 0 && left.length === 0 && stagedBad.length === 0 && k.keysAtEnd === 1000 && lostKeys.length === 0 && wrongRun.length === 0,
     lostCheck: `${s.samples} samples of every managed file on 3 nodes, ${s.distinct} distinct contents, every one the old or the new (${s.violations.length} partial); ${s.stateChecked} reads of converge's inventory all whole; ${k.keysAtEnd}/1000 keys intact after ${KILLS_CHANGE} killed changes`,
     exits: Object.fromEntries(k.rounds.map((r) => [`pass ${r.n}`, r.recovery.code])),
     ms: Date.now() - t0,
@@ -185,6 +188,7 @@ test('1. converge killed with SIGKILL at 20 seeded random moments: every next pa
   assert.equal(s.violations, [], 'every observed content is the old or the new one');
   assert.equal(failed.map((r) => `round ${r.n}: ${r.recovery.problem}: ${r.recovery.errors.join(' / ')}`), [], 'every pass after a kill converges');
   assert.equal(left.map((r) => `round ${r.n}: ${r.leftovers.join(', ')}`), [], 'nothing left behind');
+  assert.equal(stagedBad.map((c) => `${c.what}: ${c.problem ?? ''} ${c.leftovers.join(', ')}`), [], 'every staged moment converges at the next pass, nothing left behind');
   assert.equal(wrongRun.map((r) => `round ${r.n}: ${r.running}`), [], 'every member runs the wanted binary and flag');
   assert.equal(lostKeys.map((r) => `round ${r.n}: ${r.keys}`), [], 'keys intact after every change round');
   assert.is(k.keysAtEnd, 1000);
@@ -583,7 +587,7 @@ test('5. the Git server down, then answering garbage: the watcher keeps the last
   writeFileSync(join(state, 'webhook-secret'), secret, { mode: 0o600 });
   const w: CliProcess = startCli(
     cliArgs(f, 'watch', g.url, ['--branch', 'main', '--path', '.', '--listen', '127.0.0.1:0', '--state-dir', join(state, 'state'), '--interval', '2', '--webhook-secret-file', join(state, 'webhook-secret')]),
-    { env: { CONVERGE_GIT_CREDENTIALS: g.credentialsFile }, timeoutMs: 3_600_000 },
+    { env: { CONVERGE_GIT_CREDENTIALS: g.credentialsFile }, timeoutMs: 3_600_000, main: f.cli },
   );
   let garbage: Server | null = null;
   const lines = (): Record<string, unknown>[] => w.stdout().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);

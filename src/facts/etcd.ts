@@ -155,14 +155,37 @@ export async function gatherEtcdFacts(spec: ResolvedEtcd, tls: EtcdTls, opts: Ga
  * gatherEtcdFacts for a decision. A busy bastion or cluster can miss the short
  * deadline everywhere at once, which reads as "no member answers" or "a
  * member is down"; a time-out is asked again with time to spare before it is
- * believed.
+ * believed. Members that answer in the middle of a leader election ("leader
+ * changed", "no leader": a partitioned member that comes back with a higher
+ * term forces one) are not down either: they are asked again until the
+ * election settles, for at most `electionSettleMs`.
  */
-export async function gatherEtcdFactsSettled(spec: ResolvedEtcd, tls: EtcdTls, opts: GatherEtcdOptions & { patientTimeoutMs?: number } = {}): Promise<EtcdFacts> {
-  const { patientTimeoutMs = 10_000, ...quickOpts } = opts;
-  const quick = await gatherEtcdFacts(spec, tls, quickOpts);
-  const timedOut = (e: string | undefined): boolean => /timed out/.test(e ?? '');
-  const doubt = quick.members.length === 0 ? timedOut(quick.error) : Object.values(quick.status).some((m) => !m.healthy && timedOut(m.error));
-  return doubt ? gatherEtcdFacts(spec, tls, { ...quickOpts, timeoutMs: patientTimeoutMs }) : quick;
+export async function gatherEtcdFactsSettled(spec: ResolvedEtcd, tls: EtcdTls, opts: GatherEtcdOptions & { patientTimeoutMs?: number; electionSettleMs?: number } = {}): Promise<EtcdFacts> {
+  const { patientTimeoutMs = 10_000, electionSettleMs = 6_000, ...quickOpts } = opts;
+  return settleEtcdFacts((timeoutMs) => gatherEtcdFacts(spec, tls, timeoutMs === undefined ? quickOpts : { ...quickOpts, timeoutMs }), { patientTimeoutMs, electionSettleMs });
+}
+
+const timedOut = (e: string | undefined): boolean => /timed out/.test(e ?? '');
+const electing = (e: string | undefined): boolean => /leader changed|no leader/.test(e ?? '');
+
+function doubts(f: EtcdFacts): (string | undefined)[] {
+  return f.members.length === 0 ? [f.error] : Object.values(f.status).filter((m) => !m.healthy).map((m) => m.error);
+}
+
+/** The retry policy of gatherEtcdFactsSettled, over any way of gathering (`timeoutMs` undefined: the quick deadline). */
+export async function settleEtcdFacts(
+  gather: (timeoutMs?: number) => Promise<EtcdFacts>,
+  o: { patientTimeoutMs: number; electionSettleMs: number; pauseMs?: number; now?: () => number; sleep?: (ms: number) => Promise<void> },
+): Promise<EtcdFacts> {
+  const now = o.now ?? Date.now;
+  const pause = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  let facts = await gather();
+  const until = now() + o.electionSettleMs;
+  while (doubts(facts).some(electing) && now() < until) {
+    await pause(o.pauseMs ?? 500);
+    facts = await gather();
+  }
+  return doubts(facts).some(timedOut) ? gather(o.patientTimeoutMs) : facts;
 }
 
 // ---- etcd on one node --------------------------------------------------------

@@ -400,7 +400,7 @@ async function scaleOutWithKill(to: Shape, target: () => string, runningOn?: str
   const m = e.members.find((x) => x.peerUrls.includes(spec.members.find((d) => d.node === FOURTH)!.peerUrl));
   const fourth = !m ? 'not yet a member' : m.isLearner ? 'a learner' : m.name ? 'a started voter' : 'a voter not started yet';
   const r = await p.exited;
-  const next = converged(r, to.members!.length) ? null : await apply(f, dir);
+  const next = converged(r, to.members!.length) === null ? null : await apply(f, dir);
   return { r, next, killed, victim, fourth, w: await watch.stop() };
 }
 

@@ -21,11 +21,51 @@ export interface StatusInput {
   /** A connected transport, or why the node cannot be reached. */
   transport: (node: string) => Transport | Error | undefined;
   timeoutMs?: number;
+  /**
+   * How long a member unit in a transient state (activating, deactivating,
+   * reloading) is waited for before the verdict: systemd restarting a crashed
+   * etcd shows "activating" for RestartSec plus the start, and that is a
+   * cluster on its way back, not a broken one.
+   */
+  settleMs?: number;
   now?: () => Date;
+}
+
+const TRANSIENT = new Set(['activating', 'deactivating', 'reloading', 'refreshing']);
+
+/** Member nodes whose unit is between states (nothing to judge yet). */
+export function transientUnits(r: StatusReport): string[] {
+  return r.nodes.filter((n) => TRANSIENT.has(n.active)).map((n) => n.node);
+}
+
+/**
+ * Asks for the status again while an unhealthy verdict rests on a unit that
+ * is between states, up to `settleMs`; a unit that is failed or inactive, or
+ * a problem with every unit settled, is the answer at once.
+ */
+export async function settleStatus(
+  take: () => Promise<StatusReport>,
+  o: { settleMs: number; pauseMs?: number; now?: () => number; sleep?: (ms: number) => Promise<void> },
+): Promise<StatusReport> {
+  const now = o.now ?? Date.now;
+  const pause = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const until = now() + o.settleMs;
+  let r = await take();
+  while (!r.healthy && transientUnits(r).length > 0 && now() < until) {
+    await pause(o.pauseMs ?? 1000);
+    r = await take();
+  }
+  return r;
 }
 
 /** Gathers and builds the status report (also used at the end of an apply). */
 export async function etcdStatus(i: StatusInput): Promise<StatusReport> {
+  const started = Date.now();
+  const r = await settleStatus(() => etcdStatusOnce(i), { settleMs: i.settleMs ?? 30_000 });
+  return { ...r, elapsedMs: Date.now() - started };
+}
+
+async function etcdStatusOnce(i: StatusInput): Promise<StatusReport> {
   const started = Date.now();
   const now = i.now ?? (() => new Date());
   const timeoutMs = i.timeoutMs ?? 2000;

@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import { shellQuote, type Transport } from '../connect/transport.js';
 import { NodeError } from '../errors/index.js';
+import { DIGEST_CACHE_NAME } from '../facts/digest-cache.js';
 import type { Inventory, InventoryEntry, NodeFacts } from '../facts/types.js';
 import type { ResolvedNode } from '../model/types.js';
 import type { HostAction, NodePlan } from '../plan/types.js';
@@ -17,6 +18,7 @@ import { STATE_DIR, bare, reasonOf, writeFilesScript } from './script.js';
 export const INVENTORY_PATH = `${STATE_DIR}/inventory.json`;
 /** One base64-encoded absolute path per line: every File and Directory target in the inventory. */
 export const MANAGED_PATHS_PATH = `${STATE_DIR}/managed-paths`;
+export const DIGEST_CACHE_PATH = `${STATE_DIR}/${DIGEST_CACHE_NAME}`;
 
 type Kind = InventoryEntry['kind'];
 
@@ -194,5 +196,22 @@ export async function writeInventory(t: Transport, inv: Inventory): Promise<void
     throw new NodeError('E_APPLY', t.node, `writing the inventory ${INVENTORY_PATH} failed: ${reasonOf(r.stderr) || `exit code ${r.code}`}`, {
       hint: 'check free space and permissions under /var/lib/converge on the node; the next pass writes it again',
     });
+  }
+}
+
+/** Write the digest cache (facts/digest-cache.ts) atomically, root-only. */
+export async function writeDigestCache(t: Transport, content: Buffer): Promise<void> {
+  const script = writeFilesScript(
+    [{ path: DIGEST_CACHE_PATH, owner: 'root', group: 'root', mode: '0600', sha256: sha256(content), backup: false, source: 'stdin' }],
+    `mkdir -p -- ${shellQuote(STATE_DIR)} && chmod 0700 -- ${shellQuote(STATE_DIR)} || die 'cannot create ${STATE_DIR}'\n`,
+  );
+  let r;
+  try {
+    r = await t.exec(script, { stdin: content, timeoutMs: 60_000 });
+  } catch (e) {
+    throw new NodeError('E_APPLY', t.node, `writing the digest cache ${DIGEST_CACHE_PATH} failed: ${bare(e, t.node)}`, { cause: e });
+  }
+  if (r.code !== 0 || !/^ok$/m.test(r.stdout.toString('utf8'))) {
+    throw new NodeError('E_APPLY', t.node, `writing the digest cache ${DIGEST_CACHE_PATH} failed: ${reasonOf(r.stderr) || `exit code ${r.code}`}`);
   }
 }

@@ -21,6 +21,7 @@ export function canonicalJson(value: unknown): string {
 
 /** sha256 (hex) of the canonical JSON of the facts, in node-name order. */
 export function factsDigest(facts: readonly NodeFacts[]): string {
-  const byNode = [...facts].sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
+  // The digest cache says how the digests were obtained, not what is on the node.
+  const byNode = [...facts].map(({ digestCache: _, ...f }) => f).sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
   return createHash('sha256').update(canonicalJson(byNode)).digest('hex');
 }

@@ -168,6 +168,8 @@ export function parseProbeOutput(request: ProbeRequest, stdout: Buffer): NodeFac
   let group = '';
   let unitText: string | null = null;
   let inventory: Inventory | null = null;
+  const keys: Record<string, string> = {};
+  let cache = null as { records: number; hits: number; since: number } | null;
   let ended = false;
 
   const need = (what: string): string => {
@@ -183,7 +185,7 @@ export function parseProbeOutput(request: ProbeRequest, stdout: Buffer): NodeFac
       hint: step === 'systemctl' ? 'systemd must be running on the node (systemctl show must work)' : 'fix the cause on the node and run again',
     });
   };
-  // Tokens inside a section start with "/" (paths) or a hex digit (digests), so "@." and "X" are unambiguous.
+  // Tokens inside a section start with "/" (paths), "=" (file keys), "#" (the cache record) or a hex digit (digests), so "@." and "X" are unambiguous.
   const section = (name: string, each: () => void) => {
     for (;;) {
       const p = t.peek();
@@ -244,7 +246,19 @@ export function parseProbeOutput(request: ProbeRequest, stdout: Buffer): NodeFac
         break;
       case '@S':
         section('S', () => {
-          if (t.peek()!.startsWith('/')) return statRecord();
+          const head = t.peek()!;
+          if (head.startsWith('/')) return statRecord();
+          if (head.startsWith('=')) {
+            const key = need('file key');
+            keys[need('file key')] = key;
+            return;
+          }
+          if (head.startsWith('#')) {
+            const m = /^#(\d+) (\d+) (\d+)$/.exec(need('digest cache record'));
+            if (!m) throw malformed(node, 'bad digest cache record');
+            cache = { records: Number(m[1]), hits: Number(m[2]), since: Number(m[3]) };
+            return;
+          }
           const m = /^([0-9a-f]{64}) [ *](.*)$/s.exec(t.text()!);
           if (!m) throw malformed(node, 'bad sha256sum record');
           hashes.set(m[2]!, m[1]!);
@@ -329,6 +343,7 @@ export function parseProbeOutput(request: ProbeRequest, stdout: Buffer): NodeFac
     dirListings,
     inventory,
   };
+  if (cache) facts.digestCache = { ...cache, keys: Object.fromEntries(Object.entries(keys).filter(([p]) => hashes.has(p)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) };
   if (request.etcdDataDir !== null) {
     const d = paths[dataDirs[0]!];
     const member = paths[dataDirs[1]!];

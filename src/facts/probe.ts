@@ -10,7 +10,9 @@
  * Every process costs a fork and an exec (several ms on a small VM), and the
  * probe runs on every pass, so the script starts as few as it can: one awk
  * reads the request, the managed-paths list and the inventory; one find
- * stats and hashes every path.
+ * stats every path; sha256sum reads only the files whose inode, size, mtime
+ * and ctime are not those the digest cache recorded (hashing the etcd
+ * binaries on every pass was a third of the probe's CPU).
  */
 import { shellQuote } from '../connect/transport.js';
 
@@ -102,6 +104,8 @@ export function encodeRequest(r: ProbeRequest): Buffer {
  */
 const READ_AWK = String.raw`
 BEGIN {
+  # the probe's start on the node's clock (whole seconds; srand() returns the previous seed)
+  srand(); printf "%.0f", srand() > "t"
   b = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
   for (i = 0; i < 64; i++) v[substr(b, i + 1, 1)] = i
   re = "^([A-Za-z0-9+/][A-Za-z0-9+/][A-Za-z0-9+/][A-Za-z0-9+/])*([A-Za-z0-9+/][A-Za-z0-9+/][A-Za-z0-9+/=]=)?$"
@@ -152,13 +156,45 @@ END {
 `;
 
 /**
- * Reads the find output (stat records and sha256sum records) and the wanted
- * text digests, NUL-separated; copies the former to stdout and writes to
- * file c the paths whose wanted "sha256  path" record was not found.
+ * Reads the digest cache (if any: "key path sha256" triples that apply
+ * wrote, see digest-cache.ts) and then file o, the find output: stat records
+ * (a path and 8 fields) each followed, for a regular file, by a key record
+ * ("=dev:inode:size:mtime:ctime", path). Copies o to stdout; a file whose key
+ * is the cached one gets its cached digest as a "sha256  path" record in
+ * file s, any other goes to file h to be hashed. Ends with
+ * "#records hits start" (the cache's size, how many it answered, file t).
+ */
+const KEYS_AWK = String.raw`
+BEGIN { RS = "\0"; getline since < "t" }
+FILENAME != "o" {
+  i = FNR % 3
+  if (i == 1) k = $0
+  else if (i == 2) p = $0
+  else if (k ~ /^=/ && p ~ /^\// && $0 ~ /^[0-9a-f]+$/ && length($0) == 64) { ck[p] = k; cs[p] = $0; recs++ }
+  next
+}
+left > 0 { printf "%s%c", $0, 0; left--; next }
+path {
+  path = 0; printf "%s%c", $0, 0
+  if ($0 in seen) next
+  seen[$0] = 1
+  if (($0 in ck) && ck[$0] == key) { printf "%s  %s%c", cs[$0], $0, 0 > "s"; hits++ }
+  else printf "%s%c", $0, 0 > "h"
+  next
+}
+/^=/ { key = $0; path = 1; printf "%s%c", $0, 0; next }
+{ printf "%s%c", $0, 0; left = 8 }
+END { printf "#%d %d %s%c", recs, hits, since, 0 }
+`;
+
+/**
+ * Reads the "sha256  path" records (file s) and the wanted text digests,
+ * NUL-separated; copies the former to stdout and writes to file c the paths
+ * whose wanted record was not found.
  */
 const CHANGED_AWK = String.raw`
 BEGIN { RS = "\0" }
-FILENAME == "o" { printf "%s%c", $0, 0; seen[$0] = 1; next }
+FILENAME == "s" { printf "%s%c", $0, 0; seen[$0] = 1; next }
 !($0 in seen) { printf "%s%c", substr($0, 67), 0 > "c" }
 `;
 
@@ -169,8 +205,10 @@ FILENAME == "o" { printf "%s%c", $0, 0; seen[$0] = 1; next }
  *   V json                 inventory.json
  *   @L (dir path type user group uid gid mode size target)… @.   entries of listed directories
  *                          (listDirs, and managed paths no longer requested)
- *   @S … @.                records (path type user group uid gid mode size target) and
- *                          "sha256  path" (sha256sum -z), in any order
+ *   @S … @.                records (path type user group uid gid mode size target), each
+ *                          regular file's key ("=dev:inode:size:mtime:ctime" path),
+ *                          "sha256  path" (sha256sum -z or the digest cache), in any
+ *                          order, and "#records hits start" (the digest cache)
  *   T path base64          current content of a changed small text file
  *   P text                 getent passwd output
  *   G text                 getent group output
@@ -188,7 +226,7 @@ trap 'cd /; rm -rf "$T"' EXIT
 # A dropped connection (converge killed, link cut) must not leave the folder behind: sh runs the EXIT trap only on exit.
 trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; trap 'exit 143' TERM
 cd "$T" || exit 90
-: > p; : > w; : > d; : > a; : > n; : > c; : > e
+: > p; : > w; : > d; : > a; : > n; : > c; : > e; : > s; : > h
 fail() { printf 'X\0%s\0%s\0' "$1" "$2"; head -c 4000 e; printf '\0'; }
 printf '%s\0' "$FORMAT"
 set -- -
@@ -201,9 +239,13 @@ if [ -s d ]; then
   xargs -0 sh -c 'exec find -P "$@" -mindepth 1 -printf "%H\0%p\0$0"' "$F" < d 2>/dev/null
   printf '@.\0'
 fi
-xargs -0 -r sh -c 'exec find -P "$@" -maxdepth 0 -printf "%p\0$0" -type f -exec sha256sum -z -- {} +' "$F" < p > o 2>/dev/null
+xargs -0 -r sh -c 'exec find -P "$@" -maxdepth 0 -printf "%p\0$0" -type f -printf "=%D:%i:%s:%T@:%C@\0%p\0"' "$F" < p > o 2>/dev/null
 printf '@S\0'
-awk "$CHANGED" o w || exit 92
+set --
+[ -f "$ST/digests" ] && set -- "$ST/digests"
+awk "$KEYS" "$@" o || exit 92
+[ -s h ] && xargs -0 sha256sum -z -- < h >> s 2>/dev/null
+awk "$CHANGED" s w || exit 92
 printf '@.\0'
 if [ -s c ]; then
   xargs -0 sh -c '
@@ -245,6 +287,7 @@ export function buildProbe(request: ProbeRequest): Probe {
   checkPath(request.stateDir, 'state dir');
   const script = [
     `READ=${shellQuote(READ_AWK)}`,
+    `KEYS=${shellQuote(KEYS_AWK)}`,
     `CHANGED=${shellQuote(CHANGED_AWK)}`,
     `FORMAT=${shellQuote(PROBE_FORMAT)}`,
     `ST=${shellQuote(request.stateDir)}`,

@@ -102,6 +102,20 @@ export interface NodeFacts {
    * based, so the next pass finishes what an interrupted one began.
    */
   etcdRestartPending?: string[];
+  /**
+   * The node's digest cache as the probe found it (see digest-cache.ts):
+   * how many records it held, how many answered for an unchanged file, the
+   * probe's start on the node's clock (epoch seconds), and each hashed
+   * file's key (dev:inode:size:mtime:ctime). Not part of the facts' digest.
+   */
+  digestCache?: DigestCacheFact;
+}
+
+export interface DigestCacheFact {
+  records: number;
+  hits: number;
+  since: number;
+  keys: Record<string, string>;
 }
 
 /** Facts of the etcd cluster, through its API. Member IDs are decimal strings. */

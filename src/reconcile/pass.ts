@@ -7,9 +7,11 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { applyNodePlan, type ApplyProgress, type NodeApplyResult, type FileWriteAction } from '../apply/host.js';
+import { writeDigestCache } from '../apply/inventory.js';
 import { withNodes, type NodeOutcome } from '../connect/ssh.js';
 import { ConvergeError, NodeError, StalePlanError } from '../errors/index.js';
 import { factsDigest } from '../facts/digest.js';
+import { digestCacheContent } from '../facts/digest-cache.js';
 import { probeRequestFor } from '../facts/request.js';
 import { gatherAllFacts, type EtcdProbePart } from '../facts/gather.js';
 import { etcdRestartPaths } from '../facts/etcd.js';
@@ -196,13 +198,32 @@ export async function applyPlan(s: Session, plan: Plan, g: Gathered, o: ApplyOpt
 
   let verify: Plan | null = null;
   // A plan with nothing to do changed nothing: its facts are as fresh as a re-probe's.
-  if (errors.length === 0 && !planHasChanges(plan)) verify = plan;
-  else if (errors.length === 0) {
+  if (errors.length === 0 && !planHasChanges(plan)) {
+    verify = plan;
+    await recordDigests(s, g, o);
+  } else if (errors.length === 0) {
     const again = await gather(s);
     verify = computePlan(s, again, now());
     if (planHasChanges(verify)) {
       errors.push(new ConvergeError('E_APPLY', 'the nodes still differ from the desired state after apply', { hint: 'see the remaining plan below; something on the node undoes converge\'s changes' }));
-    }
+    } else await recordDigests(s, again, o);
   }
   return { plan, nodes: [...results.values()], etcd, verify, ok: errors.length === 0, errors };
+}
+
+/**
+ * After a clean apply, the digests its last probe read are kept on each node
+ * whose cache lacks them (facts/digest-cache.ts), so that the next probe
+ * hashes only what changed. Only an optimisation: a node where this fails is
+ * hashed in full next time, and the apply still succeeded.
+ */
+async function recordDigests(s: Session, g: Gathered, o: ApplyOptions): Promise<void> {
+  const todo = [...g.facts.values()].flatMap((f) => {
+    if (!('paths' in f)) return [];
+    const content = digestCacheContent(f);
+    const t = s.transports.get(f.node);
+    return content && t ? [{ node: f.node, t, content }] : [];
+  });
+  const outcomes = await withNodes(todo, s.cfg.parallel, (x) => writeDigestCache(x.t, x.content));
+  for (const out of outcomes) if (!out.ok) o.log?.(`${out.node.node}: the digest cache was not written (the next pass hashes every file): ${asConvergeError(out.node.node, out.error).message}`);
 }

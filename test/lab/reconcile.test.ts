@@ -149,6 +149,32 @@ test('a second plan says no changes and a second apply restarts nothing', async 
   assert.is(await on('rc-a', 'systemctl show -p ActiveEnterTimestampMonotonic --value converge-test.service'), since, 'not restarted');
 });
 
+test('the digest cache: a clean apply records the settled digests, the next probe reads none of those files, and an in-place edit with size and mtime put back is still found', async () => {
+  const dir = desired();
+  // files written by the apply above are recorded once they are SETTLED_SECONDS old
+  await new Promise((r) => setTimeout(r, 2500));
+  assertConverged(await pass(dir, { apply: true }));
+  assert.is(await on('rc-a', "stat -c '%a %U:%G' /var/lib/converge/digests"), '600 root:root');
+  assert.is(await on('rc-a', "tr '\\0' '\\n' < /var/lib/converge/digests | grep -cx /usr/local/bin/etcd"), '1');
+  const s = await openSession(cfg, { files: fsSource(dir), commit: null }, NODES);
+  try {
+    const g = await gather(s);
+    for (const n of NODES) {
+      const f = g.facts.get(n);
+      assert.ok(f && 'paths' in f && f.digestCache, `${n}: facts with the cache's record`);
+      const files = Object.keys(f.digestCache.keys).length;
+      assert.ok(files > 0 && f.digestCache.records === files && f.digestCache.hits === files, `${n}: ${f.digestCache.hits} of ${files} files answered by a cache of ${f.digestCache.records}`);
+    }
+  } finally {
+    await s.close();
+  }
+  const f = '/etc/etcd/etcd.env';
+  await on('rc-a', `touch -r ${f} /tmp/converge-test-ref; c=$(head -c1 ${f}); if [ "$c" = "#" ]; then n=X; else n="#"; fi; printf %s "$n" | dd of=${f} bs=1 count=1 conv=notrunc status=none; touch -m -r /tmp/converge-test-ref ${f}; rm /tmp/converge-test-ref`);
+  const planned = await pass(dir);
+  assert.equal(types(planned.plan, 'rc-a'), [`file.write ${f}`]);
+  assertConverged(await pass(dir, { apply: true }));
+});
+
 const drifts: { name: string; make: string; expect: string[] }[] = [
   { name: 'a file edited', make: 'echo "# edited by hand" >> /etc/etcd/etcd.env', expect: ['file.write /etc/etcd/etcd.env'] },
   { name: 'a mode changed', make: 'chmod 0644 /etc/etcd/pki/server-key.pem', expect: ['path.chmod /etc/etcd/pki/server-key.pem'] },

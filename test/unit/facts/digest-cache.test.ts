@@ -1,0 +1,130 @@
+// The digest cache: the probe, run for real with this machine's sh, answers a
+// file's digest from the cache only when the file's key (dev, inode, size,
+// mtime, ctime) is exactly the recorded one; anything else is hashed. What to
+// record (digestCacheContent) is pure and tested over facts.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { digestCacheContent, DIGEST_CACHE_NAME, SETTLED_SECONDS } from '../../../src/facts/digest-cache.js';
+import { parseProbeOutput } from '../../../src/facts/parse.js';
+import { buildProbe, type ProbeRequest } from '../../../src/facts/probe.js';
+import type { NodeFacts, PathFact } from '../../../src/facts/types.js';
+
+const sha = (s: string | Buffer): string => createHash('sha256').update(s).digest('hex');
+const root = mkdtempSync(join(tmpdir(), 'converge-test-digests-'));
+test.after(() => rmSync(root, { recursive: true, force: true }));
+
+const stateDir = join(root, 'state');
+mkdirSync(stateDir);
+const files = ['a', 'b', 'c'].map((n) => join(root, n));
+const request: ProbeRequest = { node: 'local', paths: [...files, join(root, 'missing')], textWanted: [], users: [], groups: [], units: [], listDirs: [], etcdDataDir: null, stateDir };
+
+function probe(): NodeFacts {
+  const { script, stdin } = buildProbe(request);
+  const r = spawnSync('sh', ['-c', script], { input: stdin, cwd: root, maxBuffer: 1 << 24 });
+  assert.is(r.status, 0, r.stderr.toString());
+  return parseProbeOutput(request, r.stdout);
+}
+
+const shaOf = (f: NodeFacts, p: string): string | undefined => {
+  const x = f.paths[p];
+  return x?.exists ? x.sha256 : undefined;
+};
+
+/** A cache as apply would write it: triples key, path, sha256. */
+function writeCache(entries: [string, string, string][]): void {
+  writeFileSync(join(stateDir, DIGEST_CACHE_NAME), entries.map((e) => e.join('\0') + '\0').join(''));
+}
+
+test('without a cache every regular file is hashed, and each gets its key', () => {
+  for (const [i, f] of files.entries()) writeFileSync(f, `content ${i}`);
+  const f = probe();
+  for (const [i, p] of files.entries()) assert.is(shaOf(f, p), sha(`content ${i}`));
+  assert.equal(Object.keys(f.digestCache!.keys).sort(), [...files].sort());
+  for (const k of Object.values(f.digestCache!.keys)) assert.match(k, /^=\d+:\d+:\d+:\d+(\.\d+)?:\d+(\.\d+)?$/);
+  assert.is(f.digestCache!.records, 0);
+  assert.is(f.digestCache!.hits, 0);
+  assert.ok(Math.abs(f.digestCache!.since - Date.now() / 1000) < 60, 'the start is the node clock in epoch seconds');
+});
+
+test('a file whose key is the recorded one is answered from the cache, not read', () => {
+  const keys = probe().digestCache!.keys;
+  // A digest no file has: seen in the facts only if the cache answered.
+  const planted = 'f'.repeat(64);
+  writeCache([[keys[files[0]!]!, files[0]!, planted], [keys[files[1]!]!, files[1]!, sha('content 1')]]);
+  const f = probe();
+  assert.is(shaOf(f, files[0]!), planted);
+  assert.is(shaOf(f, files[1]!), sha('content 1'));
+  assert.is(shaOf(f, files[2]!), sha('content 2'));
+  assert.is(f.digestCache!.records, 2);
+  assert.is(f.digestCache!.hits, 2);
+});
+
+test('a change that keeps size and mtime still misses: the ctime moved', () => {
+  const keys = probe().digestCache!.keys;
+  writeCache([[keys[files[0]!]!, files[0]!, 'f'.repeat(64)]]);
+  const ref = join(root, 'times');
+  writeFileSync(ref, '');
+  assert.is(spawnSync('touch', ['-r', files[0]!, ref]).status, 0);
+  writeFileSync(files[0]!, 'CONTENT 0');
+  assert.is(spawnSync('touch', ['-m', '-r', ref, files[0]!]).status, 0);
+  const f = probe();
+  const [, , size, mtime, ctime] = f.digestCache!.keys[files[0]!]!.split(':');
+  const [, , size0, mtime0, ctime0] = keys[files[0]!]!.split(':');
+  assert.equal([size, mtime], [size0, mtime0], 'same size and mtime, to the nanosecond');
+  assert.is.not(ctime, ctime0);
+  assert.is(shaOf(f, files[0]!), sha('CONTENT 0'));
+  assert.is(f.digestCache!.hits, 0);
+  assert.is(f.digestCache!.records, 1);
+});
+
+test('a cache for another path, or a garbled one, answers nothing', () => {
+  const keys = probe().digestCache!.keys;
+  writeCache([[keys[files[1]!]!, files[2]!, 'f'.repeat(64)]]);
+  let f = probe();
+  assert.is(shaOf(f, files[2]!), sha('content 2'));
+  assert.is(f.digestCache!.hits, 0);
+  writeFileSync(join(stateDir, DIGEST_CACHE_NAME), `${keys[files[1]!]}\0${files[1]}\0not-a-digest\0garbage\0\0\0`);
+  f = probe();
+  assert.is(shaOf(f, files[1]!), sha('content 1'));
+  assert.is(f.digestCache!.records, 0);
+  rmSync(join(stateDir, DIGEST_CACHE_NAME));
+});
+
+// ---- what apply records (pure) ----
+
+const file = (sha256: string): PathFact => ({ exists: true, type: 'file', owner: 'root', group: 'root', uid: 0, gid: 0, mode: '0644', size: 1, sha256 });
+const key = (ino: number, ctime: number): string => `=2049:${ino}:1:${ctime}.5:${ctime}.25`;
+
+function facts(since: number, records: number, hits: number): Pick<NodeFacts, 'paths' | 'digestCache'> {
+  return {
+    paths: { '/old': file('1'.repeat(64)), '/new': file('2'.repeat(64)), '/dir': { exists: false } },
+    digestCache: { since, records, hits, keys: { '/old': key(1, 1000), '/new': key(2, since - 1) } },
+  };
+}
+
+test('only files unchanged for SETTLED_SECONDS before the probe began are recorded', () => {
+  assert.is(SETTLED_SECONDS, 2);
+  const out = digestCacheContent(facts(2000, 0, 0));
+  assert.ok(out);
+  assert.equal(out.toString().split('\0'), [key(1, 1000), '/old', '1'.repeat(64), '']);
+  // the fresh file settles: both, in path order
+  const later = digestCacheContent({ ...facts(2000, 0, 0), digestCache: { ...facts(2000, 0, 0).digestCache!, since: 2004 } });
+  assert.equal(later!.toString().split('\0').filter((_, i) => i % 3 === 1), ['/new', '/old']);
+});
+
+test('a cache that already answered for every settled file is not written again', () => {
+  assert.is(digestCacheContent(facts(2000, 1, 1)), null);
+  // a record that no longer answers (a file changed or left the desired state): rewrite
+  assert.ok(digestCacheContent(facts(2000, 2, 1)));
+  // a settled file the cache did not know: rewrite
+  assert.ok(digestCacheContent(facts(2000, 0, 0)));
+  // no probe record of the cache: nothing to do
+  assert.is(digestCacheContent({ paths: {} }), null);
+});
+
+test.run();

@@ -19,6 +19,7 @@ import { labReset } from '../../src/lab/index.js';
 import { bootstrapInitialCluster, initialEnvText } from '../../src/plan/etcd.js';
 import type { CliResult } from './cli.js';
 import {
+  ALL,
   THREE,
   bootstrapEnvSha,
   converged,
@@ -111,7 +112,8 @@ export async function killRounds(f: FaultLab, o: KillOptions): Promise<KillRepor
   const urls = states.A.etcd!.members.map((m) => m.clientUrl);
 
   o.log('fault 1: fresh nodes (lab reset)');
-  await Promise.all(THREE.map((n) => labReset(n)));
+  // The fourth node too: a member left there by an earlier run's scale-out would join the new cluster (same token, same peer URLs, same member IDs).
+  await Promise.all(ALL.map((n) => labReset(n)));
   const sampler = new Sampler(THREE);
   const freshExpect = (): void => {
     for (const n of THREE) {

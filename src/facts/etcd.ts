@@ -156,17 +156,30 @@ export async function gatherEtcdFacts(spec: ResolvedEtcd, tls: EtcdTls, opts: Ga
  * deadline everywhere at once, which reads as "no member answers" or "a
  * member is down"; a time-out is asked again with time to spare before it is
  * believed. Members that answer in the middle of a leader election ("leader
- * changed", "no leader": a partitioned member that comes back with a higher
- * term forces one) are not down either: they are asked again until the
- * election settles, for at most `electionSettleMs`.
+ * changed", "no leader", or answers naming no leader or different ones: a
+ * partitioned member that comes back with a higher term forces one) are not
+ * down either: they are asked again until the election settles, for at most
+ * `electionSettleMs`.
  */
 export async function gatherEtcdFactsSettled(spec: ResolvedEtcd, tls: EtcdTls, opts: GatherEtcdOptions & { patientTimeoutMs?: number; electionSettleMs?: number } = {}): Promise<EtcdFacts> {
-  const { patientTimeoutMs = 10_000, electionSettleMs = 6_000, ...quickOpts } = opts;
+  const { patientTimeoutMs = 10_000, electionSettleMs = 10_000, ...quickOpts } = opts;
   return settleEtcdFacts((timeoutMs) => gatherEtcdFacts(spec, tls, timeoutMs === undefined ? quickOpts : { ...quickOpts, timeoutMs }), { patientTimeoutMs, electionSettleMs });
 }
 
 const timedOut = (e: string | undefined): boolean => /timed out/.test(e ?? '');
 const electing = (e: string | undefined): boolean => /leader changed|no leader/.test(e ?? '');
+
+/**
+ * An election under way: a member says so in its error, or the members that
+ * answer name no leader at all, or name different ones (each still on its
+ * own term).
+ */
+function electionUnderway(f: EtcdFacts): boolean {
+  if (doubts(f).some(electing)) return true;
+  const answered = Object.values(f.status).filter((m) => m.reachable);
+  if (answered.length === 0) return false;
+  return new Set(answered.flatMap((m) => (m.leader ? [m.leader] : []))).size !== 1;
+}
 
 function doubts(f: EtcdFacts): (string | undefined)[] {
   return f.members.length === 0 ? [f.error] : Object.values(f.status).filter((m) => !m.healthy).map((m) => m.error);
@@ -181,7 +194,7 @@ export async function settleEtcdFacts(
   const pause = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   let facts = await gather();
   const until = now() + o.electionSettleMs;
-  while (doubts(facts).some(electing) && now() < until) {
+  while (electionUnderway(facts) && now() < until) {
     await pause(o.pauseMs ?? 500);
     facts = await gather();
   }

@@ -59,6 +59,28 @@ test('members in a leader election are asked again until it settles (not reporte
   assert.equal(c.slept, [500, 500]);
 });
 
+/** Every member answers, healthy, each naming `leaders[i]` (null: none). */
+function naming(leaders: (string | null)[]): EtcdFacts {
+  const f = facts([null, null, null]);
+  IDS.forEach((id, i) => void (f.status[id]!.leader = leaders[i] ?? null));
+  return f;
+}
+
+test('answers that name no leader yet, or different leaders, are an election: asked again until one leader is agreed', async () => {
+  const s = scripted([naming([null, null, null]), naming(['22', '33', null]), healthy]);
+  const c = clock();
+  assert.is(await settleEtcdFacts(s.gather, { patientTimeoutMs: 10_000, electionSettleMs: 6_000, ...c }), healthy);
+  assert.equal(s.asked, [undefined, undefined, undefined]);
+  assert.equal(c.slept, [500, 500]);
+});
+
+test('one member that lost its leader while the others agree is not an election: asked once', async () => {
+  const isolated = naming(['11', '11', null]);
+  const s = scripted([isolated, healthy]);
+  assert.is(await settleEtcdFacts(s.gather, { patientTimeoutMs: 10_000, electionSettleMs: 6_000, ...clock() }), isolated);
+  assert.equal(s.asked, [undefined]);
+});
+
 test('an election that never settles is reported as it is, after the settle time', async () => {
   const s = scripted([electing]);
   const c = clock();

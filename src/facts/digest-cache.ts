@@ -6,17 +6,19 @@
  * chmod changes the ctime, which no user can set. Pure: what to record is
  * decided here, apply writes it, plan never writes.
  *
- * Why a file must have been unchanged for SETTLED_SECONDS before the probe
- * began: the probe stats a file before hashing it, so a change between the
- * two would pair an old key with new content; a change after the probe began
- * gets a ctime after it, which cannot equal a key recorded from before.
+ * Why only a file unchanged for a second before the probe began is recorded
+ * (the probe marks the others, find -cnewer a reference file dated one
+ * second back): the probe stats a file before hashing it, so a change in
+ * between would pair the old key with the new content; a change after the
+ * probe began gets a ctime after it, which cannot equal a key recorded from
+ * before (the kernel's coarse clock lags by a tick, milliseconds, never a
+ * second).
  *
  * Format: NUL-terminated triples key, path, sha256, sorted by path.
  */
 import type { NodeFacts } from './types.js';
 
 export const DIGEST_CACHE_NAME = 'digests';
-export const SETTLED_SECONDS = 2;
 
 /** The cache to write from a probe's facts, or null when the node's cache is already exactly that. */
 export function digestCacheContent(f: Pick<NodeFacts, 'paths' | 'digestCache'>): Buffer | null {
@@ -26,8 +28,6 @@ export function digestCacheContent(f: Pick<NodeFacts, 'paths' | 'digestCache'>):
   for (const [path, key] of Object.entries(c.keys).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     const p = f.paths[path];
     if (!p?.exists || p.type !== 'file' || p.sha256 === undefined) continue;
-    const ctime = Number(key.split(':')[4]);
-    if (!(ctime < c.since - SETTLED_SECONDS)) continue;
     entries.push(`${key}\0${path}\0${p.sha256}\0`);
   }
   // Every record answered and every settled file was among them: nothing to add or drop.

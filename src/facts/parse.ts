@@ -169,7 +169,7 @@ export function parseProbeOutput(request: ProbeRequest, stdout: Buffer): NodeFac
   let unitText: string | null = null;
   let inventory: Inventory | null = null;
   const keys: Record<string, string> = {};
-  let cache = null as { records: number; hits: number; since: number } | null;
+  let cache = null as { records: number; hits: number } | null;
   let ended = false;
 
   const need = (what: string): string => {
@@ -185,7 +185,7 @@ export function parseProbeOutput(request: ProbeRequest, stdout: Buffer): NodeFac
       hint: step === 'systemctl' ? 'systemd must be running on the node (systemctl show must work)' : 'fix the cause on the node and run again',
     });
   };
-  // Tokens inside a section start with "/" (paths), "=" (file keys), "#" (the cache record) or a hex digit (digests), so "@." and "X" are unambiguous.
+  // Tokens inside a section start with "/" (paths), "=" or "~" (file keys), "#" (the cache record) or a hex digit (digests), so "@." and "X" are unambiguous.
   const section = (name: string, each: () => void) => {
     for (;;) {
       const p = t.peek();
@@ -248,15 +248,17 @@ export function parseProbeOutput(request: ProbeRequest, stdout: Buffer): NodeFac
         section('S', () => {
           const head = t.peek()!;
           if (head.startsWith('/')) return statRecord();
-          if (head.startsWith('=')) {
+          if (head.startsWith('=') || head.startsWith('~')) {
             const key = need('file key');
-            keys[need('file key')] = key;
+            const path = need('file key');
+            // "~": changed less than a second before the probe began, not yet safe to record
+            if (key.startsWith('=')) keys[path] = key;
             return;
           }
           if (head.startsWith('#')) {
-            const m = /^#(\d+) (\d+) (\d+)$/.exec(need('digest cache record'));
+            const m = /^#(\d+) (\d+)$/.exec(need('digest cache record'));
             if (!m) throw malformed(node, 'bad digest cache record');
-            cache = { records: Number(m[1]), hits: Number(m[2]), since: Number(m[3]) };
+            cache = { records: Number(m[1]), hits: Number(m[2]) };
             return;
           }
           const m = /^([0-9a-f]{64}) [ *](.*)$/s.exec(t.text()!);

@@ -104,8 +104,6 @@ export function encodeRequest(r: ProbeRequest): Buffer {
  */
 const READ_AWK = String.raw`
 BEGIN {
-  # the probe's start on the node's clock (whole seconds; srand() returns the previous seed)
-  srand(); printf "%.0f", srand() > "t"
   b = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
   for (i = 0; i < 64; i++) v[substr(b, i + 1, 1)] = i
   re = "^([A-Za-z0-9+/][A-Za-z0-9+/][A-Za-z0-9+/][A-Za-z0-9+/])*([A-Za-z0-9+/][A-Za-z0-9+/][A-Za-z0-9+/=]=)?$"
@@ -159,13 +157,14 @@ END {
  * Reads the digest cache (if any: "key path sha256" triples that apply
  * wrote, see digest-cache.ts) and then file o, the find output: stat records
  * (a path and 8 fields) each followed, for a regular file, by a key record
- * ("=dev:inode:size:mtime:ctime", path). Copies o to stdout; a file whose key
- * is the cached one gets its cached digest as a "sha256  path" record in
- * file s, any other goes to file h to be hashed. Ends with
- * "#records hits start" (the cache's size, how many it answered, file t).
+ * ("=dev:inode:size:mtime:ctime", or "~…" when the file changed less than a
+ * second before the probe began, then the path). Copies o to stdout; a file
+ * whose key is the cached one gets its cached digest as a "sha256  path"
+ * record in file s, any other goes to file h to be hashed. Ends with
+ * "#records hits" (the cache's size, how many it answered).
  */
 const KEYS_AWK = String.raw`
-BEGIN { RS = "\0"; getline since < "t" }
+BEGIN { RS = "\0" }
 FILENAME != "o" {
   i = FNR % 3
   if (i == 1) k = $0
@@ -182,9 +181,9 @@ path {
   else printf "%s%c", $0, 0 > "h"
   next
 }
-/^=/ { key = $0; path = 1; printf "%s%c", $0, 0; next }
+/^[=~]/ { key = "=" substr($0, 2); path = 1; printf "%s%c", $0, 0; next }
 { printf "%s%c", $0, 0; left = 8 }
-END { printf "#%d %d %s%c", recs, hits, since, 0 }
+END { printf "#%d %d%c", recs, hits, 0 }
 `;
 
 /**
@@ -206,9 +205,10 @@ FILENAME == "s" { printf "%s%c", $0, 0; seen[$0] = 1; next }
  *   @L (dir path type user group uid gid mode size target)… @.   entries of listed directories
  *                          (listDirs, and managed paths no longer requested)
  *   @S … @.                records (path type user group uid gid mode size target), each
- *                          regular file's key ("=dev:inode:size:mtime:ctime" path),
+ *                          regular file's key ("=dev:inode:size:mtime:ctime" path, "~…"
+ *                          when it changed less than a second before the probe began),
  *                          "sha256  path" (sha256sum -z or the digest cache), in any
- *                          order, and "#records hits start" (the digest cache)
+ *                          order, and "#records hits" (the digest cache)
  *   T path base64          current content of a changed small text file
  *   P text                 getent passwd output
  *   G text                 getent group output
@@ -239,7 +239,9 @@ if [ -s d ]; then
   xargs -0 sh -c 'exec find -P "$@" -mindepth 1 -printf "%H\0%p\0$0"' "$F" < d 2>/dev/null
   printf '@.\0'
 fi
-xargs -0 -r sh -c 'exec find -P "$@" -maxdepth 0 -printf "%p\0$0" -type f -printf "=%D:%i:%s:%T@:%C@\0%p\0"' "$F" < p > o 2>/dev/null
+touch -d '1 second ago' r
+K='%D:%i:%s:%T@:%C@\0%p\0'
+xargs -0 -r sh -c 'k=$1; shift; exec find -P "$@" -maxdepth 0 -printf "%p\0$0" -type f \( -cnewer r -printf "~$k" -o -printf "=$k" \)' "$F" "$K" < p > o 2>/dev/null
 printf '@S\0'
 set --
 [ -f "$ST/digests" ] && set -- "$ST/digests"

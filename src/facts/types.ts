@@ -104,9 +104,9 @@ export interface NodeFacts {
   etcdRestartPending?: string[];
   /**
    * The node's digest cache as the probe found it (see digest-cache.ts):
-   * how many records it held, how many answered for an unchanged file, the
-   * probe's start on the node's clock (epoch seconds), and each hashed
-   * file's key (dev:inode:size:mtime:ctime). Not part of the facts' digest.
+   * how many records it held, how many answered for an unchanged file, and
+   * the key (dev:inode:size:mtime:ctime) of each hashed file that had not
+   * changed for a second when the probe began. Not part of the facts' digest.
    */
   digestCache?: DigestCacheFact;
 }
@@ -114,7 +114,6 @@ export interface NodeFacts {
 export interface DigestCacheFact {
   records: number;
   hits: number;
-  since: number;
   keys: Record<string, string>;
 }
 

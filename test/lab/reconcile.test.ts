@@ -151,7 +151,7 @@ test('a second plan says no changes and a second apply restarts nothing', async 
 
 test('the digest cache: a clean apply records the settled digests, the next probe reads none of those files, and an in-place edit with size and mtime put back is still found', async () => {
   const dir = desired();
-  // files written by the apply above are recorded once they are SETTLED_SECONDS old
+  // files written by the apply above are recorded once unchanged for a second when a probe begins
   await new Promise((r) => setTimeout(r, 2500));
   assertConverged(await pass(dir, { apply: true }));
   assert.is(await on('rc-a', "stat -c '%a %U:%G' /var/lib/converge/digests"), '600 root:root');

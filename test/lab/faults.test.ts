@@ -436,7 +436,8 @@ test('4. an etcd member killed during a scale-out: no second learner, quorum kep
     did: `a) ${how(a)}. b) ${how(b)}. In the end ${voters} started voters, one leader`,
     nothingLost: a.w.quorumLost + b.w.quorumLost === 0 && a.w.maxLearners <= 1 && b.w.maxLearners <= 1 && a.w.duplicates + b.w.duplicates === 0 && keys === 1000,
     lostCheck: `never a second learner nor a peer URL listed twice, quorum kept in all ${a.w.samples + b.w.samples} samples; ${keys}/1000 keys`,
-    exits: { 'apply a': a.r.code, 'apply a (next)': a.next?.code ?? null, 'apply 4→3': back.code, 'apply b': b.r.code, 'apply b (next)': b.next?.code ?? null },
+    // a "next" pass runs only when the first did not converge
+    exits: { 'apply a': a.r.code, ...(a.next ? { 'apply a (next)': a.next.code } : {}), 'apply 4→3': back.code, 'apply b': b.r.code, ...(b.next ? { 'apply b (next)': b.next.code } : {}) },
     ms: Date.now() - t0,
     passed: false,
   });

@@ -9,25 +9,11 @@ import { fileURLToPath } from 'node:url';
 import { settleStatus, transientUnits } from '../../../src/cli/status.js';
 import { buildStatusReport, type StatusReport, type UnitState } from '../../../src/report/status.js';
 import type { EtcdFacts } from '../../../src/facts/types.js';
-import type { ResolvedEtcd } from '../../../src/model/types.js';
+import { statusSpec } from './helpers/status-spec.js';
 
 const healthyFixture = JSON.parse(readFileSync(resolve(dirname(fileURLToPath(import.meta.url)), '../../fixtures/etcd/status/healthy.json'), 'utf8')) as { members: string[]; etcd: EtcdFacts; units: Record<string, UnitState> };
 
-const address = (node: string): string => `10.240.${16 + 32 * (node.charCodeAt(node.length - 1) - 97)}.10`;
-const spec = {
-  id: 'EtcdCluster/main',
-  name: 'main',
-  members: healthyFixture.members.map((n) => ({ name: n, node: n, address: address(n), peerUrl: `https://${address(n)}:2380`, clientUrl: `https://${address(n)}:2379` })),
-  clientPort: 2379,
-  peerPort: 2380,
-  dataDir: '/var/lib/etcd',
-  token: 't',
-  unit: 'etcd.service',
-  initialEnvFile: '/etc/etcd/etcd-initial.env',
-  client: { caFile: 'ca', certFile: 'c', keyFile: 'k' },
-  rollout: { healthTimeoutSeconds: 60, learnerTimeoutSeconds: 120 },
-  at: { file: 'etcd.yaml', line: 1, col: 1 },
-} as ResolvedEtcd;
+const spec = statusSpec(healthyFixture.members);
 
 /** The healthy fixture with the second member node's unit in `state`. */
 function report(state: string): StatusReport {

@@ -9,7 +9,7 @@ import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildStatusReport, renderStatusJson, renderStatusText, type UnitState } from '../../../src/report/status.js';
 import type { EtcdFacts } from '../../../src/facts/types.js';
-import type { ResolvedEtcd } from '../../../src/model/types.js';
+import { statusSpec } from './helpers/status-spec.js';
 
 const dir = resolve(dirname(fileURLToPath(import.meta.url)), '../../fixtures/etcd/status');
 
@@ -21,29 +21,10 @@ interface Fixture {
   expect: { healthy: boolean; problems: string[]; text: string[]; leader?: string | null };
 }
 
-const address = (node: string): string => `10.240.${16 + 32 * (node.charCodeAt(node.length - 1) - 97)}.10`;
-
-function specFor(members: string[]): ResolvedEtcd {
-  return {
-    id: 'EtcdCluster/main',
-    name: 'main',
-    members: members.map((n) => ({ name: n, node: n, address: address(n), peerUrl: `https://${address(n)}:2380`, clientUrl: `https://${address(n)}:2379` })),
-    clientPort: 2379,
-    peerPort: 2380,
-    dataDir: '/var/lib/etcd',
-    token: 't',
-    unit: 'etcd.service',
-    initialEnvFile: '/etc/etcd/etcd-initial.env',
-    client: { caFile: 'ca', certFile: 'c', keyFile: 'k' },
-    rollout: { healthTimeoutSeconds: 60, learnerTimeoutSeconds: 120 },
-    at: { file: 'etcd.yaml', line: 1, col: 1 },
-  };
-}
-
 for (const file of readdirSync(dir).filter((f) => f.endsWith('.json')).sort()) {
   const f = JSON.parse(readFileSync(join(dir, file), 'utf8')) as Fixture;
   test(`${file}: ${f.description}`, () => {
-    const r = buildStatusReport(specFor(f.members), f.etcd, f.units, { checkedAt: '2026-01-01T00:00:00.000Z', elapsedMs: 12 });
+    const r = buildStatusReport(statusSpec(f.members), f.etcd, f.units, { checkedAt: '2026-01-01T00:00:00.000Z', elapsedMs: 12 });
     assert.is(r.healthy, f.expect.healthy, r.problems.join('; '));
     assert.equal(r.problems, f.expect.problems);
     if (f.expect.leader !== undefined) assert.is(r.leader?.name ?? null, f.expect.leader);

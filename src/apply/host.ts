@@ -1,9 +1,11 @@
 /**
  * Applying one node's host actions, in plan order, over its Transport.
- * A file write is one exec (its content streamed on stdin); each run of
- * consecutive actions that need no upload is one exec too, reporting every
- * step, so a failure is always pinned to the action that failed. The first
- * failure stops the node: the rest is skipped and reported as such.
+ * A large file write is one exec (its content streamed on stdin, with
+ * progress); a run of consecutive small writes is one exec (their contents
+ * one after the other on stdin); each run of consecutive actions that need
+ * no upload is one exec too. Every exec reports each step, so a failure is
+ * always pinned to the action that failed. The first failure stops the node:
+ * the rest is skipped and reported as such.
  */
 import { randomBytes } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
@@ -13,7 +15,7 @@ import type { Inventory, NodeFacts } from '../facts/types.js';
 import type { ResolvedNode } from '../model/types.js';
 import type { HostAction, NodePlan } from '../plan/types.js';
 import { nextInventory, sameInventory, writeInventory } from './inventory.js';
-import { BACKUP_DIR, ScriptValueError, ancestorsOf, bare, batchScript, parseBatchOutput, parseWriteOutput, reasonOf, writeFileScript } from './script.js';
+import { BACKUP_DIR, ScriptValueError, ancestorsOf, bare, batchScript, parseBatchOutput, parseWriteBatchOutput, parseWriteOutput, reasonOf, writeBatchEntryBytes, writeBatchScript, writeFileScript, type PutArgs } from './script.js';
 
 export type FileWriteAction = Extract<HostAction, { type: 'file.write' }>;
 type BatchAction = Exclude<HostAction, { type: 'file.write' }>;
@@ -136,13 +138,40 @@ function uploadTimeoutMs(size: number): number {
   return 120_000 + Math.ceil(size / (256 * 1024)) * 1000;
 }
 
-/** Groups the plan into execs: each file.write alone, each run of other actions together. */
-function execGroups(actions: HostAction[]): { start: number; actions: HostAction[] }[] {
-  const groups: { start: number; actions: HostAction[] }[] = [];
+/** A write of at most this many bytes goes with its neighbours in one exec; a larger one streams alone, with progress. */
+export const SMALL_WRITE_BYTES = 256 * 1024;
+/** Bounds of one exec of small writes: the bytes on its stdin, and the files in it. */
+const WRITES_EXEC_BYTES = 1024 * 1024;
+const WRITES_EXEC_FILES = 100;
+/** And the size of its script, which travels as one argument of the remote shell: the transport's limit (MAX_SCRIPT_BYTES) less room for the shared functions. */
+const WRITES_EXEC_SCRIPT_BYTES = 96 * 1024;
+
+type ExecGroup = { kind: 'write' | 'writes' | 'batch'; start: number; actions: HostAction[] };
+
+const isSmallWrite = (a: FileWriteAction): boolean => a.size !== null && a.size <= SMALL_WRITE_BYTES;
+
+/** Groups the plan into execs: each large file.write alone, runs of small ones together, each run of other actions together. */
+export function execGroups(actions: HostAction[]): ExecGroup[] {
+  const groups: ExecGroup[] = [];
+  let bytes = 0;
+  let script = 0;
   actions.forEach((a, i) => {
     const last = groups[groups.length - 1];
-    if (a.type !== 'file.write' && last && last.actions[0]?.type !== 'file.write') last.actions.push(a);
-    else groups.push({ start: i, actions: [a] });
+    if (a.type === 'file.write' && isSmallWrite(a)) {
+      const size = a.size ?? 0;
+      const more = writeBatchEntryBytes(putArgs(a, size), i);
+      if (last?.kind === 'writes' && last.actions.length < WRITES_EXEC_FILES && bytes + size <= WRITES_EXEC_BYTES && script + more <= WRITES_EXEC_SCRIPT_BYTES) {
+        last.actions.push(a);
+        bytes += size;
+        script += more;
+      } else {
+        groups.push({ kind: 'writes', start: i, actions: [a] });
+        bytes = size;
+        script = more;
+      }
+    } else if (a.type === 'file.write') groups.push({ kind: 'write', start: i, actions: [a] });
+    else if (last?.kind === 'batch') last.actions.push(a);
+    else groups.push({ kind: 'batch', start: i, actions: [a] });
   });
   return groups;
 }
@@ -205,15 +234,19 @@ export async function applyNodePlan(t: Transport, plan: NodePlan, content: Conte
     }
   }
 
+  const run: NodeRun = { t, total, content, opts, outcomes, fail };
   for (const group of execGroups(plan.actions)) {
     if (opts.signal?.aborted) {
       error ??= new NodeError('E_APPLY', node, `interrupted before step ${group.start + 1} of ${total}`, { hint: 'apply again: the next pass starts from what is there' });
       skipRest(group.start, `${node}: skipped: the apply was interrupted`);
       break;
     }
-    const ok = group.actions[0]?.type === 'file.write'
-      ? await runWrite(t, group.start, group.actions[0] as FileWriteAction, total, content, opts, outcomes, fail)
-      : await runBatch(t, group.start, group.actions as BatchAction[], total, opts, outcomes, fail);
+    const ok =
+      group.kind === 'write'
+        ? await runWrite(run, group.start, group.actions[0] as FileWriteAction)
+        : group.kind === 'writes'
+          ? await runWrites(run, group.start, group.actions as FileWriteAction[])
+          : await runBatch(run, group.start, group.actions as BatchAction[]);
     for (let i = group.start; i < group.start + group.actions.length; i++) {
       const o = outcomes.find((x) => x.index === i);
       if (o?.status === 'ok') performed.push(o.action);
@@ -242,16 +275,18 @@ export async function applyNodePlan(t: Transport, plan: NodePlan, content: Conte
 
 type FailFn = (index: number, message: string, extra: Partial<ActionOutcome> & { durationMs: number }, cause?: unknown) => void;
 
-async function runWrite(
-  t: Transport,
-  index: number,
-  action: FileWriteAction,
-  total: number,
-  content: ContentResolver,
-  opts: ApplyOptions,
-  outcomes: ActionOutcome[],
-  fail: FailFn,
-): Promise<boolean> {
+/** What every exec of one node's apply shares: its transport, the plan's size, the contents, the options, and where outcomes go. */
+interface NodeRun {
+  t: Transport;
+  total: number;
+  content: ContentResolver;
+  opts: ApplyOptions;
+  outcomes: ActionOutcome[];
+  fail: FailFn;
+}
+
+async function runWrite(run: NodeRun, index: number, action: FileWriteAction): Promise<boolean> {
+  const { t, total, content, opts, outcomes, fail } = run;
   const started = Date.now();
   const emit = (ev: Partial<ApplyProgress>): void => opts.onProgress?.({ node: t.node, index, total, action, ...ev });
   let script: string;
@@ -323,15 +358,80 @@ async function runWrite(
   }
 }
 
-async function runBatch(
-  t: Transport,
-  start: number,
-  actions: BatchAction[],
-  total: number,
-  opts: ApplyOptions,
-  outcomes: ActionOutcome[],
-  fail: FailFn,
-): Promise<boolean> {
+function putArgs(a: FileWriteAction, source: PutArgs['source']): PutArgs {
+  return { path: a.path, owner: a.owner, group: a.group, mode: a.mode, sha256: a.sha256, backup: true, source };
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c as string));
+  return Buffer.concat(chunks);
+}
+
+/**
+ * Small writes in one exec. Their contents are read here first; a value the
+ * script refuses or content that cannot be read fails that write, and the
+ * writes before it still run.
+ */
+async function runWrites(run: NodeRun, start: number, actions: FileWriteAction[]): Promise<boolean> {
+  const { t, total, content, opts, outcomes, fail } = run;
+  const began = Date.now();
+  const nonce = randomBytes(8).toString('hex');
+  const files: { index: number; action: FileWriteAction; put: PutArgs; bytes: Buffer }[] = [];
+  let stop: { index: number; message: string; hint?: string; cause?: unknown } | null = null;
+  for (const [k, action] of actions.entries()) {
+    const index = start + k;
+    let bytes: Buffer;
+    try {
+      writeBatchScript([{ index, put: putArgs(action, 0) }], nonce);
+    } catch (e) {
+      if (!(e instanceof ScriptValueError)) throw e;
+      stop = { index, message: e.message };
+      break;
+    }
+    try {
+      const source = await content(action);
+      bytes = await readAll(source.stream);
+    } catch (e) {
+      const hint = e instanceof ConvergeError && e.hint ? e.hint : 'check the artifact or secret on this machine';
+      stop = { index, message: `cannot read the content: ${bare(e, t.node)}`, hint, cause: e };
+      break;
+    }
+    files.push({ index, action, put: putArgs(action, bytes.length), bytes });
+  }
+
+  if (files.length > 0) {
+    for (const f of files) opts.onProgress?.({ node: t.node, index: f.index, total, action: f.action });
+    const script = writeBatchScript(files, nonce);
+    const stdin = Buffer.concat(files.map((f) => f.bytes));
+    let r;
+    try {
+      r = await t.exec(script, { stdin, timeoutMs: uploadTimeoutMs(stdin.length) });
+    } catch (e) {
+      const first = files[0] as (typeof files)[number];
+      fail(first.index, `${bare(e, t.node)}; the writes from here on may or may not have completed (a partial upload never replaces the target)`, { durationMs: Date.now() - began }, e);
+      return false;
+    }
+    const durationMs = Date.now() - began;
+    const done = parseWriteBatchOutput(r.stdout.toString('utf8'), nonce);
+    for (const f of files) {
+      if (done.has(f.index)) {
+        outcomes.push({ index: f.index, action: f.action, status: 'ok', durationMs, backupSha256: done.get(f.index) ?? null, bytes: f.bytes.length });
+        continue;
+      }
+      fail(f.index, reasonOf(r.stderr) || `the write script exited with code ${r.code}`, { durationMs });
+      return false;
+    }
+  }
+  if (stop) {
+    fail(stop.index, stop.message, { durationMs: Date.now() - began, ...(stop.hint ? { hint: stop.hint } : {}) }, stop.cause);
+    return false;
+  }
+  return true;
+}
+
+async function runBatch(run: NodeRun, start: number, actions: BatchAction[]): Promise<boolean> {
+  const { t, total, opts, outcomes, fail } = run;
   const began = Date.now();
   const nonce = randomBytes(8).toString('hex');
   const steps = actions.map((action, k) => ({ index: start + k, action }));
@@ -350,7 +450,7 @@ async function runBatch(
       }
     });
     if (bad > 0) {
-      const ok = await runBatch(t, start, actions.slice(0, bad), total, opts, outcomes, fail);
+      const ok = await runBatch(run, start, actions.slice(0, bad));
       if (!ok) return false;
     }
     fail(start + Math.max(bad, 0), e.message, { durationMs: 0 });

@@ -192,6 +192,50 @@ export function writeFilesScript(files: PutArgs[], prelude = ''): string {
   return `${PUT_LIB}${prelude}${files.map(putCall).join('\n')}\nprintf 'ok\\n'\n`;
 }
 
+/**
+ * Several small atomic writes in one exec (one round trip for many files),
+ * in order, each reading its own length of stdin. Each success is reported on
+ * stdout as `<nonce> ok <index> <sha256 of the replaced content, or ->`; the
+ * first failure ends the script (exit 1, the reason on stderr), so the first
+ * index without a report is the one that failed.
+ */
+export function writeBatchScript(files: { index: number; put: PutArgs }[], nonce: string): string {
+  if (!/^[0-9a-f]{8,}$/.test(nonce)) throw new ScriptValueError('bad nonce');
+  return `${PUT_LIB}N=${nonce}\n${files.map((f) => writeBatchEntry(f.put, f.index)).join('')}`;
+}
+
+function writeBatchEntry(put: PutArgs, index: number): string {
+  return `${putCall(put)}\nprintf '%s ok %s %s\\n' "$N" ${index} "\${bk:--}"\n`;
+}
+
+/**
+ * The bytes one file adds to a writeBatchScript once the script is quoted as
+ * the remote shell's argument (each ' becomes 4 bytes); 0 for values the
+ * script refuses, which fail before anything is sent.
+ */
+export function writeBatchEntryBytes(put: PutArgs, index: number): number {
+  try {
+    const entry = writeBatchEntry(put, index);
+    return Buffer.byteLength(entry) + 3 * (entry.split("'").length - 1);
+  } catch (e) {
+    if (e instanceof ScriptValueError) return 0;
+    throw e;
+  }
+}
+
+/** The writes a writeBatchScript reported done: index → digest of the replaced content (null: nothing was replaced). */
+export function parseWriteBatchOutput(stdout: string, nonce: string): Map<number, string | null> {
+  const done = new Map<number, string | null>();
+  for (const line of stdout.split('\n')) {
+    const f = line.split(' ');
+    if (f.length !== 4 || f[0] !== nonce || f[1] !== 'ok' || !/^\d+$/.test(f[2] ?? '')) continue;
+    const bk = f[3] ?? '';
+    if (bk !== '-' && !/^[0-9a-f]{64}$/.test(bk)) continue;
+    done.set(Number(f[2]), bk === '-' ? null : bk);
+  }
+  return done;
+}
+
 /** Parse the success line of writeFileScript: the digest of the replaced content, or null. */
 export function parseWriteOutput(stdout: string): { ok: boolean; backupSha256: string | null } {
   const m = /^ok ([0-9a-f]{64}|-)$/m.exec(stdout);
@@ -237,8 +281,8 @@ wait_active() {
 }
 `;
 
-/** The body of one batch step: a sh function body for `action`. */
-function stepBody(index: number, a: Exclude<HostAction, { type: 'file.write' }>): string[] {
+/** The body of one batch step: a sh function body for `action`. `reloadFollows`: a later step of the batch is a daemon-reload. */
+function stepBody(index: number, a: Exclude<HostAction, { type: 'file.write' }>, reloadFollows: boolean): string[] {
   switch (a.type) {
     case 'group.create': {
       const opts = [a.system ? '--system' : null, a.gid === undefined ? null : `--gid ${q(String(a.gid))}`].filter(Boolean);
@@ -340,8 +384,10 @@ function stepBody(index: number, a: Exclude<HostAction, { type: 'file.write' }>)
       return ['systemctl daemon-reload || exit 1'];
     case 'service.enable':
     case 'service.disable':
+      // systemctl reloads systemd after enabling unless told not to: skipped when a daemon-reload follows anyway.
+      return [`systemctl ${a.type.slice('service.'.length)}${reloadFollows ? ' --no-reload' : ''} -- ${q(a.unit)} || exit 1`];
     case 'service.stop':
-      return [`systemctl ${a.type.slice('service.'.length)} -- ${q(a.unit)} || exit 1`];
+      return [`systemctl stop -- ${q(a.unit)} || exit 1`];
     case 'service.start':
     case 'service.restart': {
       const verb = a.type.slice('service.'.length);
@@ -362,8 +408,9 @@ function stepBody(index: number, a: Exclude<HostAction, { type: 'file.write' }>)
 export function batchScript(steps: { index: number; action: Exclude<HostAction, { type: 'file.write' }> }[], nonce: string): string {
   if (!/^[0-9a-f]{8,}$/.test(nonce)) throw new ScriptValueError('bad nonce');
   const parts = [`N=${nonce}\n`, BATCH_LIB];
-  for (const { index, action } of steps) {
-    const body = stepBody(index, action).map((l) => `  ${l}\n`).join('');
+  for (const [k, { index, action }] of steps.entries()) {
+    const reloadFollows = steps.slice(k + 1).some((s) => s.action.type === 'systemd.daemon-reload');
+    const body = stepBody(index, action, reloadFollows).map((l) => `  ${l}\n`).join('');
     parts.push(`s${index}() {\n${body}}\nstep ${index} s${index}\n`);
   }
   return parts.join('');

@@ -3,8 +3,10 @@
  * → the ordered actions that make the node match, each with a reason. Pure:
  * no I/O and no clock, so that a dry-run is exactly what apply will do.
  *
- * Order: groups → users → directories → files → daemon-reload → services
- * (stop/enable/disable/start) → restarts → removals. Removals come last and
+ * Order: groups → users → directories → files → enable/disable →
+ * daemon-reload → stop/start → restarts → removals. Enabling reads only the
+ * unit file on disk, so it comes before the reload, which then serves both
+ * (apply runs it with --no-reload: one reload instead of two). Removals come last and
  * in reverse dependency order (services stopped before their files go, files
  * before their directories, users before their groups), ending with a
  * daemon-reload when a unit file was removed.
@@ -605,7 +607,15 @@ class NodePlanner {
     const byUnit = byString((a: HostAction) => ('unit' in a ? a.unit : ''));
     const deepestFirst = (a: HostAction, b: HostAction): number => -byPath(a, b);
 
-    const actions: HostAction[] = [...take('group').sort(byName), ...take('user').sort(byName), ...take('dir').sort(byPath), ...take('file').sort(byPath)];
+    const enablement = (a: HostAction): boolean => a.type === 'service.enable' || a.type === 'service.disable';
+    const services = take('service');
+    const actions: HostAction[] = [
+      ...take('group').sort(byName),
+      ...take('user').sort(byName),
+      ...take('dir').sort(byPath),
+      ...take('file').sort(byPath),
+      ...services.filter(enablement),
+    ];
     const loadCauses = this.unitFilesWritten.map((p) => `${p} changed`);
     const needReload = Object.values(this.facts.units)
       .filter((u) => u.needDaemonReload)
@@ -615,7 +625,7 @@ class NodePlanner {
       const reason = [...loadCauses, ...needReload.map((u) => `systemd reports ${u} changed on disk`)].join(', ');
       actions.push({ node: this.node, resource: `Node/${this.node}`, type: 'systemd.daemon-reload', reason });
     }
-    actions.push(...take('service'), ...take('restart').sort(byUnit));
+    actions.push(...services.filter((a) => !enablement(a)), ...take('restart').sort(byUnit));
 
     const removals: HostAction[] = [
       ...take('rmService').sort(byUnit),

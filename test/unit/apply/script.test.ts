@@ -12,8 +12,10 @@ import {
   chmodMode,
   parentOf,
   parseBatchOutput,
+  parseWriteBatchOutput,
   parseWriteOutput,
   tempPrefix,
+  writeBatchScript,
   writeFileScript,
 } from '../../../src/apply/script.js';
 
@@ -144,6 +146,28 @@ test('write output: the replaced content digest or none', () => {
   assert.equal(parseWriteOutput(`ok ${SHA}\n`), { ok: true, backupSha256: SHA });
   assert.equal(parseWriteOutput('ok -\n'), { ok: true, backupSha256: null });
   assert.equal(parseWriteOutput('garbage\n'), { ok: false, backupSha256: null });
+});
+
+test('small writes in one script: each hostile path only quoted, each reported by index with the nonce', () => {
+  const put = (path: string, n: number) => ({ path, owner: 'root', group: 'root', mode: '0644', sha256: SHA, backup: true, source: n });
+  const script = writeBatchScript([{ index: 3, put: put(HOSTILE, 5) }, { index: 4, put: put(`${HOSTILE_DIR}/g`, 7) }], NONCE);
+  assertOnlyQuoted(script, [HOSTILE, HOSTILE_DIR, `${HOSTILE_DIR}/g`, tempPrefix(HOSTILE), tempPrefix(`${HOSTILE_DIR}/g`)]);
+  assert.match(script, /'\+5'/);
+  assert.match(script, /'\+7'/);
+  assert.throws(() => writeBatchScript([{ index: 0, put: put('relative/path', 1) }], NONCE), isValueError);
+  assert.throws(() => writeBatchScript([], 'not-hex'), isValueError);
+  const out = [`${NONCE} ok 3 -`, `${NONCE} ok 4 ${SHA}`, `ffffffffffffffff ok 5 -`, `${NONCE} ok 6 not-a-digest`, `${NONCE} ok x -`].join('\n');
+  assert.equal([...parseWriteBatchOutput(out, NONCE)], [[3, null], [4, SHA]]);
+});
+
+test('enable and disable skip their own reload only when a daemon-reload follows in the same batch', () => {
+  const act = (type: 'service.enable' | 'service.disable' | 'systemd.daemon-reload', k: number) => ({ index: k, action: (type === 'systemd.daemon-reload' ? { ...base, type } : { ...base, type, unit: 'etcd.service' }) as Exclude<HostAction, { type: 'file.write' }> });
+  const before = batchScript([act('service.enable', 0), act('service.disable', 1), act('systemd.daemon-reload', 2)], NONCE);
+  assert.match(before, /systemctl enable --no-reload -- 'etcd\.service'/);
+  assert.match(before, /systemctl disable --no-reload -- 'etcd\.service'/);
+  const alone = batchScript([act('systemd.daemon-reload', 0), act('service.enable', 1)], NONCE);
+  assert.match(alone, /systemctl enable -- 'etcd\.service'/);
+  assert.not.match(alone, /--no-reload/);
 });
 
 test.run();

@@ -9,7 +9,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { applyNodePlan, restoreFromBackup, type ContentResolver, type FileWriteAction } from '../../../src/apply/host.js';
+import { SMALL_WRITE_BYTES, applyNodePlan, execGroups, restoreFromBackup, type ContentResolver, type FileWriteAction } from '../../../src/apply/host.js';
+import { writeBatchScript } from '../../../src/apply/script.js';
+import { MAX_SCRIPT_BYTES } from '../../../src/connect/ssh.js';
+import { shellQuote } from '../../../src/connect/transport.js';
 import { INVENTORY_PATH, MANAGED_PATHS_PATH, writeInventory } from '../../../src/apply/inventory.js';
 import { ConvergeError } from '../../../src/errors/index.js';
 import type { Inventory } from '../../../src/facts/types.js';
@@ -388,7 +391,7 @@ test('batched steps: one exec per run of small steps, each outcome attributed, t
     { ...base, type: 'path.chmod', path: '/var/lib/t/sg', mode: '0700', from: '0755' },
   ];
   const r = await applyNodePlan(t, plan(actions), contents({ '/var/lib/t/new/deep/conf/a': 'a\n', '/var/lib/t/new/deep/conf/b': 'b\n' }), { commit: null });
-  assert.is(r.execs, 4, 'batch, write, write, batch');
+  assert.is(r.execs, 3, 'batch, both small writes, batch');
   assert.equal(r.outcomes.map((o) => o.status), ['ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'failed', 'skipped']);
   assert.equal(r.performed, actions.slice(0, 6));
   assert.equal(r.outcomes[0]?.createdParents, ['/var/lib/t/new', '/var/lib/t/new/deep']);
@@ -406,6 +409,64 @@ test('batched steps: one exec per run of small steps, each outcome attributed, t
   assert.is(statSync(`${root}/t/sg`).mode & 0o7777, 0o755, 'the set-gid bit of the directory was cleared exactly');
   assert.not.ok(existsSync(`${root}/t/new/deep/conf/a`));
   assert.is(readFileSync(`${root}/t/new/deep/conf/b`, 'utf8'), 'b\n');
+});
+
+test('small writes share one exec, each reported; the first failure is pinned to its file, those before it are written, the rest skipped', async () => {
+  writeFileSync(`${root}/t/b`, 'old b\n');
+  symlinkSync(`${root}/t/elsewhere`, `${root}/t/c`);
+  const files = ['a', 'b', 'c', 'd'].map((n) => writeAction(`/var/lib/t/${n}`, `new ${n}\n`, n === 'b' ? { old: 'old b\n', mode: '0600' } : {}));
+  const body = Object.fromEntries(files.map((f) => [f.path, `new ${f.path.slice(-1)}\n`]));
+  const r = await applyNodePlan(t, plan(files), contents(body), { commit: null });
+  assert.is(r.execs, 1, 'four small writes, one exec');
+  assert.equal(r.outcomes.map((o) => o.status), ['ok', 'ok', 'failed', 'skipped']);
+  assert.is(r.outcomes[2]?.error, 'local-node: write /var/lib/t/c: the target is a symlink: refusing to write through it');
+  assert.match(r.outcomes[3]?.error ?? '', /skipped: step 3 \(write \/var\/lib\/t\/c\) failed/);
+  assert.equal(r.performed, files.slice(0, 2));
+  assert.is(r.outcomes[0]?.backupSha256, null, 'a was new');
+  assert.is(r.outcomes[1]?.backupSha256, sha('old b\n'), 'the replaced b is kept by digest');
+  assert.is(r.outcomes[1]?.bytes, 6);
+  assert.is(readFileSync(`${root}/t/a`, 'utf8'), 'new a\n');
+  assert.is(readFileSync(`${root}/t/b`, 'utf8'), 'new b\n');
+  assert.is(statSync(`${root}/t/b`).mode & 0o777, 0o600);
+  assert.ok(lstatSync(`${root}/t/c`).isSymbolicLink());
+  assert.not.ok(existsSync(`${root}/t/elsewhere`));
+  assert.not.ok(existsSync(`${root}/t/d`));
+  assert.equal(temps('/var/lib/t'), []);
+
+  // Content that cannot be read: the writes before it still run, in the same exec.
+  rmSync(`${root}/t/c`);
+  const unreadable = await applyNodePlan(
+    t,
+    plan(files.slice(2)),
+    async (a) => {
+      if (a.path === '/var/lib/t/d') throw new ConvergeError('E_CONFIG', `${NODE}: secret d for /var/lib/t/d is missing on this machine (/secrets/d)`, { hint: 'check --secrets' });
+      return { stream: Readable.from([Buffer.from(body[a.path] ?? '')]), size: 6 };
+    },
+    { commit: null },
+  );
+  assert.is(unreadable.execs, 1);
+  assert.equal(unreadable.outcomes.map((o) => o.status), ['ok', 'failed']);
+  assert.is(unreadable.error?.message, `${NODE}: write /var/lib/t/d: cannot read the content: secret d for /var/lib/t/d is missing on this machine (/secrets/d)`);
+  assert.is(unreadable.error?.hint, 'check --secrets');
+  assert.is(readFileSync(`${root}/t/c`, 'utf8'), 'new c\n');
+});
+
+test('exec groups: small writes together within their bounds, a large write alone, other steps in runs', () => {
+  const small = (i: number, size = 100): FileWriteAction => ({ ...writeAction(`/var/lib/t/f${i}`, 'x'), size });
+  const chmod: HostAction = { ...base, type: 'path.chmod', path: '/var/lib/t/f0', mode: '0600', from: '0644' };
+  const shape = (actions: HostAction[]): string => execGroups(actions).map((g) => `${g.kind}:${g.actions.length}`).join(' ');
+  assert.is(shape([chmod, small(1), small(2), { ...small(3), size: SMALL_WRITE_BYTES + 1 }, small(4), chmod, chmod]), 'batch:1 writes:2 write:1 writes:1 batch:2');
+  assert.is(shape([small(1), { ...small(2), size: null }, small(3)]), 'writes:1 write:1 writes:1', 'a size not known is streamed alone');
+  assert.is(shape(Array.from({ length: 250 }, (_, i) => small(i))), 'writes:100 writes:100 writes:50', 'at most 100 files per exec');
+  assert.is(shape(Array.from({ length: 9 }, (_, i) => small(i, 200 * 1024))), 'writes:5 writes:4', 'at most 1 MiB of content per exec');
+  // Quotes in a path grow 13-fold once the script is quoted for the remote shell.
+  const quoted = (i: number): FileWriteAction => ({ ...small(i), path: `/var/lib/t/${"'".repeat(200)}/${i}` });
+  const groups = execGroups(Array.from({ length: 40 }, (_, i) => quoted(i)));
+  assert.ok(groups.length > 1, 'paths full of quotes: fewer files per exec');
+  for (const g of groups) {
+    const script = writeBatchScript(g.actions.map((a, k) => ({ index: k, put: { ...(a as FileWriteAction), backup: true, source: 1 } })), 'abcdef0123456789');
+    assert.ok(Buffer.byteLength(shellQuote(script)) < MAX_SCRIPT_BYTES, `${Buffer.byteLength(script)} bytes`);
+  }
 });
 
 test('removals: files, stale temporaries with them, empty directories; a non-empty directory is refused', async () => {

@@ -31,15 +31,16 @@ function rank(a: HostAction, dirs: Set<string>): number {
       return dirs.has(a.path) ? 2 : 3;
     case 'file.write':
       return 3;
-    case 'systemd.daemon-reload':
-      return 4;
     case 'service.enable':
     case 'service.disable':
+      return 4;
+    case 'systemd.daemon-reload':
+      return 5;
     case 'service.start':
     case 'service.stop':
-      return 5;
-    case 'service.restart':
       return 6;
+    case 'service.restart':
+      return 7;
     case 'path.remove':
     case 'user.remove':
     case 'group.remove':

@@ -185,7 +185,8 @@ export function applyToFacts(before: NodeFacts, desired: ResolvedNode, actions: 
         for (const u of Object.values(f.units)) {
           u.needDaemonReload = false;
           const declared = desired.files.some((x) => x.path.endsWith(`/${u.unit}`) && f.paths[x.path]?.exists);
-          if (u.loadState === 'not-found' && declared) Object.assign(u, { loadState: 'loaded', unitFileState: 'disabled' });
+          // The unit file state comes from the symlinks on disk: an enable before the reload counts.
+          if (u.loadState === 'not-found' && declared) Object.assign(u, { loadState: 'loaded', unitFileState: u.unitFileState === 'enabled' ? 'enabled' : 'disabled' });
         }
         break;
       case 'service.enable':

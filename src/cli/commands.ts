@@ -32,6 +32,7 @@ export function passConfig(c: Config, flags: Flags): PassConfig {
     commandTimeoutMs: c.commandTimeoutMs,
     ...(c.secretsDir ? { secretsDir: c.secretsDir } : {}),
     ...(c.artifactsDir ? { artifactsDir: c.artifactsDir } : {}),
+    cacheDir: resolvePath('.converge', 'cache'),
     ...(flags['skipEtcd'] === true ? { skipEtcd: true } : {}),
     ...(c.etcdCa && c.etcdCert && c.etcdKey ? { etcdTls: { caFile: c.etcdCa, certFile: c.etcdCert, keyFile: c.etcdKey } } : {}),
   };

@@ -17,7 +17,7 @@ import type { NodeSelector } from './generated/defs.js';
 import type { Diagnostic } from '../errors/index.js';
 import { Collector, fmt } from './collector.js';
 import { DEFAULTS } from './defaults.js';
-import { hashFile, hashSecret, sha256Text } from './digest.js';
+import { hashFile, hashSecret, sha256Text, type FileDigestCache } from './digest.js';
 import { resolveEtcd } from './etcd.js';
 import { byName, idOf, isDocumentFile, labelsOf, loadDocuments, specOf, where, type LoadedDocument } from './load.js';
 import type { FileSource } from './source.js';
@@ -32,6 +32,8 @@ export interface ResolveOptions {
   secretsDir?: string;
   /** Commit the files were read at, when they come from Git. */
   commit?: string | null;
+  /** Digests of artifacts kept from earlier runs. */
+  digestCache?: FileDigestCache;
 }
 
 export interface ResolveResult {
@@ -326,7 +328,7 @@ export async function resolveDesiredState(source: FileSource, opts: ResolveOptio
   const artifactHashes = new Map<string, Promise<{ sha256: string; size: number } | null>>();
   const artifactHash = (path: string): Promise<{ sha256: string; size: number } | null> => {
     let p = artifactHashes.get(path);
-    if (!p) artifactHashes.set(path, (p = hashFile(path)));
+    if (!p) artifactHashes.set(path, (p = hashFile(path, opts.digestCache)));
     return p;
   };
 

@@ -5,11 +5,16 @@
  * reached is recorded with its error and the other nodes go on.
  */
 import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import { connectSsh, withNodes } from '../connect/ssh.js';
 import type { Transport } from '../connect/transport.js';
 import { ConfigError, ConvergeError, type Diagnostic } from '../errors/index.js';
 import { loadDesiredState, type FileSource } from '../model/index.js';
+import { JsonDigestCache } from '../model/digest.js';
 import type { ResolvedNode, ResolvedState } from '../model/types.js';
+
+/** The artifacts' digests in the cache folder. */
+export const ARTIFACT_DIGESTS = 'artifact-digests.json';
 
 export interface PassConfig {
   /** SSH private key file; absent: ssh-agent via SSH_AUTH_SOCK. */
@@ -22,6 +27,8 @@ export interface PassConfig {
   commandTimeoutMs: number;
   secretsDir?: string;
   artifactsDir?: string;
+  /** converge's cache on this machine (.converge/cache): the artifacts' digests are kept there between runs. */
+  cacheDir?: string;
   /** Host resources only: no etcd facts, no member-set changes, no etcd starts or restarts. */
   skipEtcd?: boolean;
   /** converge's etcd client TLS; absent: the EtcdCluster's client secrets. */
@@ -64,8 +71,16 @@ export async function worktreeId(files: FileSource): Promise<string> {
 
 export async function loadState(cfg: PassConfig, desired: DesiredSource): Promise<{ state: ResolvedState; warnings: Diagnostic[] }> {
   const commit = desired.commit ?? (await worktreeId(desired.files));
-  const opts = { commit, ...(cfg.secretsDir ? { secretsDir: cfg.secretsDir } : {}), ...(cfg.artifactsDir ? { artifactsDir: cfg.artifactsDir } : {}) };
+  const cache = cfg.cacheDir && cfg.artifactsDir ? await JsonDigestCache.open(join(cfg.cacheDir, ARTIFACT_DIGESTS)) : undefined;
+  const opts = {
+    commit,
+    ...(cfg.secretsDir ? { secretsDir: cfg.secretsDir } : {}),
+    ...(cfg.artifactsDir ? { artifactsDir: cfg.artifactsDir } : {}),
+    ...(cache ? { digestCache: cache } : {}),
+  };
   const { state, diagnostics } = await loadDesiredState(desired.files, opts);
+  // Only an optimisation: a cache that cannot be written means hashing the artifacts again next time.
+  await cache?.save().catch(() => undefined);
   return { state, warnings: diagnostics.filter((d) => d.severity === 'warning') };
 }
 

@@ -1,11 +1,11 @@
 /**
  * Applying one node's host actions, in plan order, over its Transport.
  * A large file write is one exec (its content streamed on stdin, with
- * progress); a run of consecutive small writes is one exec (their contents
- * one after the other on stdin); each run of consecutive actions that need
- * no upload is one exec too. Every exec reports each step, so a failure is
- * always pinned to the action that failed. The first failure stops the node:
- * the rest is skipped and reported as such.
+ * progress); each run of the other actions, small writes included (their
+ * contents one after the other on stdin), is one exec too. Every exec
+ * reports each step, so a failure is always pinned to the action that
+ * failed. The first failure stops the node: the rest is skipped and
+ * reported as such.
  */
 import { randomBytes } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
@@ -15,10 +15,9 @@ import type { Inventory, NodeFacts } from '../facts/types.js';
 import type { ResolvedNode } from '../model/types.js';
 import type { HostAction, NodePlan } from '../plan/types.js';
 import { nextInventory, sameInventory, writeInventory } from './inventory.js';
-import { BACKUP_DIR, ScriptValueError, ancestorsOf, bare, batchScript, parseBatchOutput, parseWriteBatchOutput, parseWriteOutput, reasonOf, writeBatchEntryBytes, writeBatchScript, writeFileScript, type PutArgs } from './script.js';
+import { BACKUP_DIR, ScriptValueError, ancestorsOf, bare, parseBatchOutput, parseWriteOutput, reasonOf, stepBytes, stepsScript, writeFileScript, type BatchAction, type PutArgs, type ScriptStep } from './script.js';
 
 export type FileWriteAction = Extract<HostAction, { type: 'file.write' }>;
-type BatchAction = Exclude<HostAction, { type: 'file.write' }>;
 
 /**
  * The bytes of a file.write: text from the resolved desired state, artifacts
@@ -138,40 +137,44 @@ function uploadTimeoutMs(size: number): number {
   return 120_000 + Math.ceil(size / (256 * 1024)) * 1000;
 }
 
-/** A write of at most this many bytes goes with its neighbours in one exec; a larger one streams alone, with progress. */
+/** A write of at most this many bytes goes with its neighbouring steps in one exec; a larger one streams alone, with progress. */
 export const SMALL_WRITE_BYTES = 256 * 1024;
-/** Bounds of one exec of small writes: the bytes on its stdin, and the files in it. */
-const WRITES_EXEC_BYTES = 1024 * 1024;
-const WRITES_EXEC_FILES = 100;
+/** Bounds of one exec of steps: the bytes on its stdin, and the writes in it. */
+const STEPS_EXEC_BYTES = 1024 * 1024;
+const STEPS_EXEC_WRITES = 100;
 /** And the size of its script, which travels as one argument of the remote shell: the transport's limit (MAX_SCRIPT_BYTES) less room for the shared functions. */
-const WRITES_EXEC_SCRIPT_BYTES = 96 * 1024;
+const STEPS_EXEC_SCRIPT_BYTES = 96 * 1024;
 
-type ExecGroup = { kind: 'write' | 'writes' | 'batch'; start: number; actions: HostAction[] };
+type ExecGroup = { kind: 'write' | 'steps'; start: number; actions: HostAction[] };
 
-const isSmallWrite = (a: FileWriteAction): boolean => a.size !== null && a.size <= SMALL_WRITE_BYTES;
+const isLargeWrite = (a: HostAction): boolean => a.type === 'file.write' && (a.size === null || a.size > SMALL_WRITE_BYTES);
 
-/** Groups the plan into execs: each large file.write alone, runs of small ones together, each run of other actions together. */
+/** Groups the plan into execs: each large file.write alone, each run of other actions together, within the bounds above. */
 export function execGroups(actions: HostAction[]): ExecGroup[] {
   const groups: ExecGroup[] = [];
   let bytes = 0;
+  let writes = 0;
   let script = 0;
   actions.forEach((a, i) => {
+    if (isLargeWrite(a)) {
+      groups.push({ kind: 'write', start: i, actions: [a] });
+      return;
+    }
+    const size = a.type === 'file.write' ? (a.size ?? 0) : 0;
+    const more = stepBytes(a.type === 'file.write' ? { index: i, put: putArgs(a, size) } : { index: i, action: a });
+    const isWrite = a.type === 'file.write' ? 1 : 0;
     const last = groups[groups.length - 1];
-    if (a.type === 'file.write' && isSmallWrite(a)) {
-      const size = a.size ?? 0;
-      const more = writeBatchEntryBytes(putArgs(a, size), i);
-      if (last?.kind === 'writes' && last.actions.length < WRITES_EXEC_FILES && bytes + size <= WRITES_EXEC_BYTES && script + more <= WRITES_EXEC_SCRIPT_BYTES) {
-        last.actions.push(a);
-        bytes += size;
-        script += more;
-      } else {
-        groups.push({ kind: 'writes', start: i, actions: [a] });
-        bytes = size;
-        script = more;
-      }
-    } else if (a.type === 'file.write') groups.push({ kind: 'write', start: i, actions: [a] });
-    else if (last?.kind === 'batch') last.actions.push(a);
-    else groups.push({ kind: 'batch', start: i, actions: [a] });
+    if (last?.kind === 'steps' && writes + isWrite <= STEPS_EXEC_WRITES && bytes + size <= STEPS_EXEC_BYTES && script + more <= STEPS_EXEC_SCRIPT_BYTES) {
+      last.actions.push(a);
+      bytes += size;
+      writes += isWrite;
+      script += more;
+    } else {
+      groups.push({ kind: 'steps', start: i, actions: [a] });
+      bytes = size;
+      writes = isWrite;
+      script = more;
+    }
   });
   return groups;
 }
@@ -241,12 +244,7 @@ export async function applyNodePlan(t: Transport, plan: NodePlan, content: Conte
       skipRest(group.start, `${node}: skipped: the apply was interrupted`);
       break;
     }
-    const ok =
-      group.kind === 'write'
-        ? await runWrite(run, group.start, group.actions[0] as FileWriteAction)
-        : group.kind === 'writes'
-          ? await runWrites(run, group.start, group.actions as FileWriteAction[])
-          : await runBatch(run, group.start, group.actions as BatchAction[]);
+    const ok = group.kind === 'write' ? await runWrite(run, group.start, group.actions[0] as FileWriteAction) : await runSteps(run, group.start, group.actions);
     for (let i = group.start; i < group.start + group.actions.length; i++) {
       const o = outcomes.find((x) => x.index === i);
       if (o?.status === 'ok') performed.push(o.action);
@@ -369,129 +367,90 @@ async function readAll(stream: Readable): Promise<Buffer> {
 }
 
 /**
- * Small writes in one exec. Their contents are read here first; a value the
- * script refuses or content that cannot be read fails that write, and the
- * writes before it still run.
+ * A run of steps in one exec. The contents of its writes are read here
+ * first; a value the script refuses, or content that cannot be read, fails
+ * that step, and the steps before it still run.
  */
-async function runWrites(run: NodeRun, start: number, actions: FileWriteAction[]): Promise<boolean> {
+async function runSteps(run: NodeRun, start: number, actions: HostAction[]): Promise<boolean> {
   const { t, total, content, opts, outcomes, fail } = run;
   const began = Date.now();
   const nonce = randomBytes(8).toString('hex');
-  const files: { index: number; action: FileWriteAction; put: PutArgs; bytes: Buffer }[] = [];
+  const steps: ScriptStep[] = [];
+  const data: Buffer[] = [];
   let stop: { index: number; message: string; hint?: string; cause?: unknown } | null = null;
   for (const [k, action] of actions.entries()) {
     const index = start + k;
-    let bytes: Buffer;
+    let step: ScriptStep = action.type === 'file.write' ? { index, put: putArgs(action, 0) } : { index, action };
     try {
-      writeBatchScript([{ index, put: putArgs(action, 0) }], nonce);
+      stepsScript([step], nonce);
     } catch (e) {
       if (!(e instanceof ScriptValueError)) throw e;
       stop = { index, message: e.message };
       break;
     }
-    try {
-      const source = await content(action);
-      bytes = await readAll(source.stream);
-    } catch (e) {
-      const hint = e instanceof ConvergeError && e.hint ? e.hint : 'check the artifact or secret on this machine';
-      stop = { index, message: `cannot read the content: ${bare(e, t.node)}`, hint, cause: e };
-      break;
+    if (action.type === 'file.write') {
+      let bytes: Buffer;
+      try {
+        bytes = await readAll((await content(action)).stream);
+      } catch (e) {
+        const hint = e instanceof ConvergeError && e.hint ? e.hint : 'check the artifact or secret on this machine';
+        stop = { index, message: `cannot read the content: ${bare(e, t.node)}`, hint, cause: e };
+        break;
+      }
+      step = { index, put: putArgs(action, bytes.length) };
+      data.push(bytes);
     }
-    files.push({ index, action, put: putArgs(action, bytes.length), bytes });
+    steps.push(step);
   }
 
-  if (files.length > 0) {
-    for (const f of files) opts.onProgress?.({ node: t.node, index: f.index, total, action: f.action });
-    const script = writeBatchScript(files, nonce);
-    const stdin = Buffer.concat(files.map((f) => f.bytes));
+  if (steps.length > 0) {
+    for (const [k, action] of actions.slice(0, steps.length).entries()) opts.onProgress?.({ node: t.node, index: start + k, total, action });
+    const stdin = Buffer.concat(data);
+    const batch = actions.slice(0, steps.length).filter((a): a is BatchAction => a.type !== 'file.write');
     let r;
     try {
-      r = await t.exec(script, { stdin, timeoutMs: uploadTimeoutMs(stdin.length) });
+      r = await t.exec(stepsScript(steps, nonce), { ...(data.length ? { stdin } : {}), timeoutMs: batchTimeoutMs(batch) + uploadTimeoutMs(stdin.length) });
     } catch (e) {
-      const first = files[0] as (typeof files)[number];
-      fail(first.index, `${bare(e, t.node)}; the writes from here on may or may not have completed (a partial upload never replaces the target)`, { durationMs: Date.now() - began }, e);
+      // No report came back: the connection is gone and the outcome of the first step is unknown.
+      fail(start, `${bare(e, t.node)}; whether the steps from here on took effect is unknown (the next pass checks; a partial upload never replaces its target)`, { durationMs: Date.now() - began }, e);
       return false;
     }
     const durationMs = Date.now() - began;
-    const done = parseWriteBatchOutput(r.stdout.toString('utf8'), nonce);
-    for (const f of files) {
-      if (done.has(f.index)) {
-        outcomes.push({ index: f.index, action: f.action, status: 'ok', durationMs, backupSha256: done.get(f.index) ?? null, bytes: f.bytes.length });
+    const lines = parseBatchOutput(r.stdout.toString('utf8'), nonce);
+    for (const [k, step] of steps.entries()) {
+      const action = actions[k] as HostAction;
+      const mine = lines.filter((l) => l.index === step.index);
+      const extra: Partial<ActionOutcome> & { durationMs: number } = { durationMs };
+      if (action.type === 'dir.create') {
+        const all = ancestorsOf(action.path);
+        const parents = mine.flatMap((l) => (l.kind === 'parent' && l.ancestor !== undefined && all[l.ancestor] !== undefined ? [all[l.ancestor] as string] : []));
+        if (parents.length) extra.createdParents = parents;
+      }
+      const wrote = mine.find((l) => l.kind === 'wrote');
+      if (wrote && 'put' in step) {
+        outcomes.push({ ...extra, index: step.index, action, status: 'ok', backupSha256: wrote.backup ?? null, bytes: Number(step.put.source) });
         continue;
       }
-      fail(f.index, reasonOf(r.stderr) || `the write script exited with code ${r.code}`, { durationMs });
+      if (mine.some((l) => l.kind === 'ok')) {
+        outcomes.push({ ...extra, index: step.index, action, status: 'ok' });
+        continue;
+      }
+      const failed = mine.find((l) => l.kind === 'fail');
+      const unitLine = mine.find((l) => l.kind === 'unit');
+      if (unitLine && (action.type === 'service.start' || action.type === 'service.restart')) {
+        extra.unit = { unit: action.unit, state: unitLine.text ?? '', journal: unitLine.journal ?? [] };
+      }
+      const why = failed
+        ? reasonOf(failed.text ?? '') || 'failed without a message'
+        : 'put' in step
+          ? reasonOf(r.stderr) || `the write script exited with code ${r.code}`
+          : `the step did not report back (exit code ${r.code}): ${reasonOf(r.stderr) || 'no message'}`;
+      fail(step.index, extra.unit ? `${why} (${extra.unit.state})` : why, extra);
       return false;
     }
   }
   if (stop) {
     fail(stop.index, stop.message, { durationMs: Date.now() - began, ...(stop.hint ? { hint: stop.hint } : {}) }, stop.cause);
-    return false;
-  }
-  return true;
-}
-
-async function runBatch(run: NodeRun, start: number, actions: BatchAction[]): Promise<boolean> {
-  const { t, total, opts, outcomes, fail } = run;
-  const began = Date.now();
-  const nonce = randomBytes(8).toString('hex');
-  const steps = actions.map((action, k) => ({ index: start + k, action }));
-  let script: string;
-  try {
-    script = batchScript(steps, nonce);
-  } catch (e) {
-    if (!(e instanceof ScriptValueError)) throw e;
-    // Find the offending action so that the failure names it; the steps before it still run.
-    const bad = steps.findIndex((s) => {
-      try {
-        batchScript([s], nonce);
-        return false;
-      } catch {
-        return true;
-      }
-    });
-    if (bad > 0) {
-      const ok = await runBatch(run, start, actions.slice(0, bad));
-      if (!ok) return false;
-    }
-    fail(start + Math.max(bad, 0), e.message, { durationMs: 0 });
-    return false;
-  }
-  for (const s of steps) opts.onProgress?.({ node: t.node, index: s.index, total, action: s.action });
-
-  let stdout: string;
-  let code: number;
-  let stderr: string;
-  try {
-    const r = await t.exec(script, { timeoutMs: batchTimeoutMs(actions) });
-    stdout = r.stdout.toString('utf8');
-    code = r.code;
-    stderr = r.stderr;
-  } catch (e) {
-    // No report came back: the connection is gone and the outcome of the first step is unknown.
-    fail(start, `${bare(e, t.node)}; whether this step took effect is unknown (the next pass checks)`, { durationMs: Date.now() - began }, e);
-    return false;
-  }
-  const durationMs = Date.now() - began;
-  const lines = parseBatchOutput(stdout, nonce);
-  for (const s of steps) {
-    const mine = lines.filter((l) => l.index === s.index);
-    const extra: Partial<ActionOutcome> & { durationMs: number } = { durationMs };
-    if (s.action.type === 'dir.create') {
-      const all = ancestorsOf(s.action.path);
-      const parents = mine.flatMap((l) => (l.kind === 'parent' && l.ancestor !== undefined && all[l.ancestor] !== undefined ? [all[l.ancestor] as string] : []));
-      if (parents.length) extra.createdParents = parents;
-    }
-    if (mine.some((l) => l.kind === 'ok')) {
-      outcomes.push({ ...extra, index: s.index, action: s.action, status: 'ok' });
-      continue;
-    }
-    const failed = mine.find((l) => l.kind === 'fail');
-    const unitLine = mine.find((l) => l.kind === 'unit');
-    if (unitLine && (s.action.type === 'service.start' || s.action.type === 'service.restart')) {
-      extra.unit = { unit: s.action.unit, state: unitLine.text ?? '', journal: unitLine.journal ?? [] };
-    }
-    const why = failed ? reasonOf(failed.text ?? '') || 'failed without a message' : `the step did not report back (exit code ${code}): ${reasonOf(stderr) || 'no message'}`;
-    fail(s.index, extra.unit ? `${why} (${extra.unit.state})` : why, extra);
     return false;
   }
   return true;

@@ -111,7 +111,10 @@ put() {
   [ -d "$d" ] || die 'the parent directory does not exist'
   [ -L "$t" ] && die 'the target is a symlink: refusing to write through it'
   [ -d "$t" ] && die 'the target is a directory'
-  rm -f -- "$d/$pre"*
+  # stale temporary files of this target, from a killed pass; tested first, so that no rm runs when there are none
+  for x in "$d/$pre"*; do
+    if [ -e "$x" ] || [ -L "$x" ]; then rm -f -- "$x"; fi
+  done
   tmp=$(mktemp -- "$d/\${pre}XXXXXXXX") || { tmp=; die 'cannot create a temporary file'; }
   case $src in
     -) cat > "$tmp" || die 'writing the content failed' ;;
@@ -192,50 +195,6 @@ export function writeFilesScript(files: PutArgs[], prelude = ''): string {
   return `${PUT_LIB}${prelude}${files.map(putCall).join('\n')}\nprintf 'ok\\n'\n`;
 }
 
-/**
- * Several small atomic writes in one exec (one round trip for many files),
- * in order, each reading its own length of stdin. Each success is reported on
- * stdout as `<nonce> ok <index> <sha256 of the replaced content, or ->`; the
- * first failure ends the script (exit 1, the reason on stderr), so the first
- * index without a report is the one that failed.
- */
-export function writeBatchScript(files: { index: number; put: PutArgs }[], nonce: string): string {
-  if (!/^[0-9a-f]{8,}$/.test(nonce)) throw new ScriptValueError('bad nonce');
-  return `${PUT_LIB}N=${nonce}\n${files.map((f) => writeBatchEntry(f.put, f.index)).join('')}`;
-}
-
-function writeBatchEntry(put: PutArgs, index: number): string {
-  return `${putCall(put)}\nprintf '%s ok %s %s\\n' "$N" ${index} "\${bk:--}"\n`;
-}
-
-/**
- * The bytes one file adds to a writeBatchScript once the script is quoted as
- * the remote shell's argument (each ' becomes 4 bytes); 0 for values the
- * script refuses, which fail before anything is sent.
- */
-export function writeBatchEntryBytes(put: PutArgs, index: number): number {
-  try {
-    const entry = writeBatchEntry(put, index);
-    return Buffer.byteLength(entry) + 3 * (entry.split("'").length - 1);
-  } catch (e) {
-    if (e instanceof ScriptValueError) return 0;
-    throw e;
-  }
-}
-
-/** The writes a writeBatchScript reported done: index → digest of the replaced content (null: nothing was replaced). */
-export function parseWriteBatchOutput(stdout: string, nonce: string): Map<number, string | null> {
-  const done = new Map<number, string | null>();
-  for (const line of stdout.split('\n')) {
-    const f = line.split(' ');
-    if (f.length !== 4 || f[0] !== nonce || f[1] !== 'ok' || !/^\d+$/.test(f[2] ?? '')) continue;
-    const bk = f[3] ?? '';
-    if (bk !== '-' && !/^[0-9a-f]{64}$/.test(bk)) continue;
-    done.set(Number(f[2]), bk === '-' ? null : bk);
-  }
-  return done;
-}
-
 /** Parse the success line of writeFileScript: the digest of the replaced content, or null. */
 export function parseWriteOutput(stdout: string): { ok: boolean; backupSha256: string | null } {
   const m = /^ok ([0-9a-f]{64}|-)$/m.exec(stdout);
@@ -247,7 +206,9 @@ export function parseWriteOutput(stdout: string): { ok: boolean; backupSha256: s
  * Runs each step in a subshell and reports it on stdout as a line starting
  * with the nonce (which no output of a command can predict):
  *   N ok I | N fail I <base64 output> | N parent I K | N unit I <base64 state> <base64 journal>
- * The first failing step ends the script.
+ * and each write (put, in the script's own shell) as N wrote I <sha256 of
+ * the replaced content, or ->. The first failing step or write ends the
+ * script. Its `die` also serves put: a write's reason goes to stderr.
  */
 const BATCH_LIB = `exec 3>&1
 b64() { base64 | tr -d '\\n'; }
@@ -255,7 +216,7 @@ die() { printf '%s\\n' "$1" >&2; exit 1; }
 step() {
   i=$1
   shift
-  if out=$("$@" 2>&1 </dev/null); then printf '%s ok %s\\n' "$N" "$i"
+  if out=$([ -z "$um" ] || umask "$um"; "$@" 2>&1 </dev/null); then printf '%s ok %s\\n' "$N" "$i"
   else printf '%s fail %s %s\\n' "$N" "$i" "$(printf '%s' "$out" | b64)"; exit 1
   fi
 }
@@ -401,24 +362,54 @@ function stepBody(index: number, a: Exclude<HostAction, { type: 'file.write' }>,
   }
 }
 
+export type BatchAction = Exclude<HostAction, { type: 'file.write' }>;
+
+/** A step of a steps script: an action, or an atomic write of the next `put.source` bytes of stdin. */
+export type ScriptStep = { index: number; action: BatchAction } | { index: number; put: PutArgs };
+
+function stepEntry(s: ScriptStep, reloadFollows: boolean): string {
+  if ('put' in s) return `${putCall(s.put)}\nprintf '%s wrote %s %s\\n' "$N" ${s.index} "\${bk:--}"\n`;
+  const body = stepBody(s.index, s.action, reloadFollows).map((l) => `  ${l}\n`).join('');
+  return `s${s.index}() {\n${body}}\nstep ${s.index} s${s.index}\n`;
+}
+
 /**
- * One exec for a run of consecutive actions that need no upload. Each step
- * runs in its own subshell, so `exit` in a step ends only that step.
+ * One exec for a run of consecutive steps: actions that need no upload, and
+ * small writes whose contents follow one another on stdin. Each action runs
+ * in its own subshell (so `exit` in it ends only that step) with the node's
+ * umask; the writes run under umask 077, their temporary files root-only.
  */
-export function batchScript(steps: { index: number; action: Exclude<HostAction, { type: 'file.write' }> }[], nonce: string): string {
+export function stepsScript(steps: ScriptStep[], nonce: string): string {
   if (!/^[0-9a-f]{8,}$/.test(nonce)) throw new ScriptValueError('bad nonce');
-  const parts = [`N=${nonce}\n`, BATCH_LIB];
-  for (const [k, { index, action }] of steps.entries()) {
-    const reloadFollows = steps.slice(k + 1).some((s) => s.action.type === 'systemd.daemon-reload');
-    const body = stepBody(index, action, reloadFollows).map((l) => `  ${l}\n`).join('');
-    parts.push(`s${index}() {\n${body}}\nstep ${index} s${index}\n`);
+  const writes = steps.some((s) => 'put' in s);
+  const parts = [`N=${nonce}\n`, writes ? `um=$(umask)\n${PUT_LIB}` : 'um=\n', BATCH_LIB];
+  for (const [k, step] of steps.entries()) {
+    const reloadFollows = steps.slice(k + 1).some((s) => 'action' in s && s.action.type === 'systemd.daemon-reload');
+    parts.push(stepEntry(step, reloadFollows));
   }
   return parts.join('');
 }
 
+/**
+ * The bytes one step adds to a steps script once the script is quoted as
+ * the remote shell's argument (each ' becomes 4 bytes); 0 for values the
+ * script refuses, which fail before anything is sent.
+ */
+export function stepBytes(s: ScriptStep): number {
+  try {
+    const entry = stepEntry(s, true);
+    return Buffer.byteLength(entry) + 3 * (entry.split("'").length - 1);
+  } catch (e) {
+    if (e instanceof ScriptValueError) return 0;
+    throw e;
+  }
+}
+
 export interface BatchLine {
   index: number;
-  kind: 'ok' | 'fail' | 'parent' | 'unit';
+  kind: 'ok' | 'wrote' | 'fail' | 'parent' | 'unit';
+  /** wrote: the digest of the replaced content, null when there was none. */
+  backup?: string | null;
   /** fail: the step's output; unit: its state. */
   text?: string;
   /** parent: which ancestor (index into ancestorsOf). */
@@ -440,6 +431,9 @@ export function parseBatchOutput(stdout: string, nonce: string): BatchLine[] {
     switch (f[1]) {
       case 'ok':
         out.push({ index, kind: 'ok' });
+        break;
+      case 'wrote':
+        if (f[3] === '-' || /^[0-9a-f]{64}$/.test(f[3] ?? '')) out.push({ index, kind: 'wrote', backup: f[3] === '-' ? null : (f[3] as string) });
         break;
       case 'fail':
         out.push({ index, kind: 'fail', text: unb64(f[3]).trim() });

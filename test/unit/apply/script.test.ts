@@ -7,15 +7,13 @@ import type { HostAction } from '../../../src/plan/types.js';
 import {
   ScriptValueError,
   ancestorsOf,
-  batchScript,
+  stepsScript,
   checkPath,
   chmodMode,
   parentOf,
   parseBatchOutput,
-  parseWriteBatchOutput,
   parseWriteOutput,
   tempPrefix,
-  writeBatchScript,
   writeFileScript,
 } from '../../../src/apply/script.js';
 
@@ -52,12 +50,12 @@ test('every batch step carries hostile paths and names only inside single quotes
     { ...base, type: 'service.restart', unit: 'x`touch /tmp/pwned`.service', because: [] },
     { ...base, type: 'user.create', name: 'etcd', group: 'etcd', groups: [], home: HOSTILE_DIR, shell: '/usr/sbin/nologin', system: true, comment: 'c $(touch /tmp/pwned) `x`' },
   ];
-  const s = batchScript(actions.map((action, index) => ({ index, action: action as Exclude<HostAction, { type: 'file.write' }> })), NONCE);
+  const s = stepsScript(actions.map((action, index) => ({ index, action: action as Exclude<HostAction, { type: 'file.write' }> })), NONCE);
   assertOnlyQuoted(s, [HOSTILE, HOSTILE_DIR, ...ancestorsOf(HOSTILE_DIR), tempPrefix(HOSTILE), 'x`touch /tmp/pwned`.service', 'c $(touch /tmp/pwned) `x`']);
 });
 
 test('account commands: flags, quoting and -- before the name', () => {
-  const s = batchScript(
+  const s = stepsScript(
     [
       { index: 0, action: { ...base, type: 'group.create', name: 'etcd', gid: 990, system: true } },
       { index: 1, action: { ...base, type: 'user.create', name: 'etcd', uid: 990, group: 'etcd', groups: ['adm', 'ssl-cert'], home: '/var/lib/etcd', shell: '/usr/sbin/nologin', system: true } },
@@ -79,7 +77,7 @@ test('account commands: flags, quoting and -- before the name', () => {
 
 test('names that a tool could take for an option or a list are refused', () => {
   for (const name of ['-r', 'a,b', 'a:b', 'a b', '']) {
-    assert.throws(() => batchScript([{ index: 0, action: { ...base, type: 'group.create', name, system: true } }], NONCE), isValueError);
+    assert.throws(() => stepsScript([{ index: 0, action: { ...base, type: 'group.create', name, system: true } }], NONCE), isValueError);
   }
   assert.throws(
     () => writeFileScript({ path: '/etc/x', owner: 'root:0', group: 'root', mode: '0644', sha256: SHA, backup: false, source: 'stdin' }),
@@ -139,7 +137,7 @@ test('batch output: only lines with the nonce count, payloads are base64', () =>
     { index: 2, kind: 'unit', text: 'ActiveState=failed', journal: ['line 1', 'line 2'] },
     { index: 2, kind: 'fail', text: 'Job failed' },
   ]);
-  assert.throws(() => batchScript([], 'not-hex'), isValueError);
+  assert.throws(() => stepsScript([], 'not-hex'), isValueError);
 });
 
 test('write output: the replaced content digest or none', () => {
@@ -148,24 +146,30 @@ test('write output: the replaced content digest or none', () => {
   assert.equal(parseWriteOutput('garbage\n'), { ok: false, backupSha256: null });
 });
 
-test('small writes in one script: each hostile path only quoted, each reported by index with the nonce', () => {
+test('writes among the steps: each hostile path only quoted, each reported by index with the nonce', () => {
   const put = (path: string, n: number) => ({ path, owner: 'root', group: 'root', mode: '0644', sha256: SHA, backup: true, source: n });
-  const script = writeBatchScript([{ index: 3, put: put(HOSTILE, 5) }, { index: 4, put: put(`${HOSTILE_DIR}/g`, 7) }], NONCE);
+  const chmod = { ...base, type: 'path.chmod', path: HOSTILE, mode: '0600', from: '0644' } as Exclude<HostAction, { type: 'file.write' }>;
+  const script = stepsScript([{ index: 3, put: put(HOSTILE, 5) }, { index: 4, action: chmod }, { index: 5, put: put(`${HOSTILE_DIR}/g`, 7) }], NONCE);
   assertOnlyQuoted(script, [HOSTILE, HOSTILE_DIR, `${HOSTILE_DIR}/g`, tempPrefix(HOSTILE), tempPrefix(`${HOSTILE_DIR}/g`)]);
   assert.match(script, /'\+5'/);
   assert.match(script, /'\+7'/);
-  assert.throws(() => writeBatchScript([{ index: 0, put: put('relative/path', 1) }], NONCE), isValueError);
-  assert.throws(() => writeBatchScript([], 'not-hex'), isValueError);
-  const out = [`${NONCE} ok 3 -`, `${NONCE} ok 4 ${SHA}`, `ffffffffffffffff ok 5 -`, `${NONCE} ok 6 not-a-digest`, `${NONCE} ok x -`].join('\n');
-  assert.equal([...parseWriteBatchOutput(out, NONCE)], [[3, null], [4, SHA]]);
+  assert.match(script, /^um=\$\(umask\)$/m, 'the node\'s umask is kept for the steps');
+  assert.match(stepsScript([{ index: 0, action: chmod }], NONCE), /^um=$/m, 'no writes: the umask is left alone');
+  assert.throws(() => stepsScript([{ index: 0, put: put('relative/path', 1) }], NONCE), isValueError);
+  const out = [`${NONCE} wrote 3 -`, `${NONCE} ok 4`, `${NONCE} wrote 5 ${SHA}`, `ffffffffffffffff wrote 6 -`, `${NONCE} wrote 7 not-a-digest`].join('\n');
+  assert.equal(parseBatchOutput(out, NONCE), [
+    { index: 3, kind: 'wrote', backup: null },
+    { index: 4, kind: 'ok' },
+    { index: 5, kind: 'wrote', backup: SHA },
+  ]);
 });
 
 test('enable and disable skip their own reload only when a daemon-reload follows in the same batch', () => {
   const act = (type: 'service.enable' | 'service.disable' | 'systemd.daemon-reload', k: number) => ({ index: k, action: (type === 'systemd.daemon-reload' ? { ...base, type } : { ...base, type, unit: 'etcd.service' }) as Exclude<HostAction, { type: 'file.write' }> });
-  const before = batchScript([act('service.enable', 0), act('service.disable', 1), act('systemd.daemon-reload', 2)], NONCE);
+  const before = stepsScript([act('service.enable', 0), act('service.disable', 1), act('systemd.daemon-reload', 2)], NONCE);
   assert.match(before, /systemctl enable --no-reload -- 'etcd\.service'/);
   assert.match(before, /systemctl disable --no-reload -- 'etcd\.service'/);
-  const alone = batchScript([act('systemd.daemon-reload', 0), act('service.enable', 1)], NONCE);
+  const alone = stepsScript([act('systemd.daemon-reload', 0), act('service.enable', 1)], NONCE);
   assert.match(alone, /systemctl enable -- 'etcd\.service'/);
   assert.not.match(alone, /--no-reload/);
 });

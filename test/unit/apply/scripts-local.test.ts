@@ -10,7 +10,7 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SMALL_WRITE_BYTES, applyNodePlan, execGroups, restoreFromBackup, type ContentResolver, type FileWriteAction } from '../../../src/apply/host.js';
-import { writeBatchScript } from '../../../src/apply/script.js';
+import { stepsScript } from '../../../src/apply/script.js';
 import { MAX_SCRIPT_BYTES } from '../../../src/connect/ssh.js';
 import { shellQuote } from '../../../src/connect/transport.js';
 import { INVENTORY_PATH, MANAGED_PATHS_PATH, writeInventory } from '../../../src/apply/inventory.js';
@@ -391,7 +391,7 @@ test('batched steps: one exec per run of small steps, each outcome attributed, t
     { ...base, type: 'path.chmod', path: '/var/lib/t/sg', mode: '0700', from: '0755' },
   ];
   const r = await applyNodePlan(t, plan(actions), contents({ '/var/lib/t/new/deep/conf/a': 'a\n', '/var/lib/t/new/deep/conf/b': 'b\n' }), { commit: null });
-  assert.is(r.execs, 3, 'batch, both small writes, batch');
+  assert.is(r.execs, 1, 'small steps and small writes: one exec');
   assert.equal(r.outcomes.map((o) => o.status), ['ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'failed', 'skipped']);
   assert.equal(r.performed, actions.slice(0, 6));
   assert.equal(r.outcomes[0]?.createdParents, ['/var/lib/t/new', '/var/lib/t/new/deep']);
@@ -451,20 +451,21 @@ test('small writes share one exec, each reported; the first failure is pinned to
   assert.is(readFileSync(`${root}/t/c`, 'utf8'), 'new c\n');
 });
 
-test('exec groups: small writes together within their bounds, a large write alone, other steps in runs', () => {
+test('exec groups: small writes with the other steps within their bounds, a large write alone', () => {
   const small = (i: number, size = 100): FileWriteAction => ({ ...writeAction(`/var/lib/t/f${i}`, 'x'), size });
   const chmod: HostAction = { ...base, type: 'path.chmod', path: '/var/lib/t/f0', mode: '0600', from: '0644' };
   const shape = (actions: HostAction[]): string => execGroups(actions).map((g) => `${g.kind}:${g.actions.length}`).join(' ');
-  assert.is(shape([chmod, small(1), small(2), { ...small(3), size: SMALL_WRITE_BYTES + 1 }, small(4), chmod, chmod]), 'batch:1 writes:2 write:1 writes:1 batch:2');
-  assert.is(shape([small(1), { ...small(2), size: null }, small(3)]), 'writes:1 write:1 writes:1', 'a size not known is streamed alone');
-  assert.is(shape(Array.from({ length: 250 }, (_, i) => small(i))), 'writes:100 writes:100 writes:50', 'at most 100 files per exec');
-  assert.is(shape(Array.from({ length: 9 }, (_, i) => small(i, 200 * 1024))), 'writes:5 writes:4', 'at most 1 MiB of content per exec');
+  assert.is(shape([chmod, small(1), small(2), { ...small(3), size: SMALL_WRITE_BYTES + 1 }, small(4), chmod, chmod]), 'steps:3 write:1 steps:3');
+  assert.is(shape([small(1), { ...small(2), size: null }, small(3)]), 'steps:1 write:1 steps:1', 'a size not known is streamed alone');
+  assert.is(shape(Array.from({ length: 250 }, (_, i) => small(i))), 'steps:100 steps:100 steps:50', 'at most 100 writes per exec');
+  assert.is(shape(Array.from({ length: 9 }, (_, i) => small(i, 200 * 1024))), 'steps:5 steps:4', 'at most 1 MiB of content per exec');
+  assert.is(shape(Array.from({ length: 300 }, () => chmod)), 'steps:300', 'steps without content: bounded by the script size only');
   // Quotes in a path grow 13-fold once the script is quoted for the remote shell.
   const quoted = (i: number): FileWriteAction => ({ ...small(i), path: `/var/lib/t/${"'".repeat(200)}/${i}` });
   const groups = execGroups(Array.from({ length: 40 }, (_, i) => quoted(i)));
-  assert.ok(groups.length > 1, 'paths full of quotes: fewer files per exec');
+  assert.ok(groups.length > 1, 'paths full of quotes: fewer writes per exec');
   for (const g of groups) {
-    const script = writeBatchScript(g.actions.map((a, k) => ({ index: k, put: { ...(a as FileWriteAction), backup: true, source: 1 } })), 'abcdef0123456789');
+    const script = stepsScript(g.actions.map((a, k) => ({ index: k, put: { ...(a as FileWriteAction), backup: true, source: 1 } })), 'abcdef0123456789');
     assert.ok(Buffer.byteLength(shellQuote(script)) < MAX_SCRIPT_BYTES, `${Buffer.byteLength(script)} bytes`);
   }
 });

@@ -14,7 +14,7 @@ import { ConvergeError, NodeError } from '../errors/index.js';
 import type { Inventory, NodeFacts } from '../facts/types.js';
 import type { ResolvedNode } from '../model/types.js';
 import type { HostAction, NodePlan } from '../plan/types.js';
-import { nextInventory, sameInventory, writeInventory } from './inventory.js';
+import { INVENTORY_PATH, inventoryWrites, nextInventory, sameInventory, writeInventory } from './inventory.js';
 import { BACKUP_DIR, ScriptValueError, ancestorsOf, bare, parseBatchOutput, parseWriteOutput, reasonOf, stepBytes, stepsScript, writeFileScript, type BatchAction, type PutArgs, type ScriptStep } from './script.js';
 
 export type FileWriteAction = Extract<HostAction, { type: 'file.write' }>;
@@ -222,29 +222,57 @@ export async function applyNodePlan(t: Transport, plan: NodePlan, content: Conte
   const inv = opts.inventory;
   const now = inv?.now ?? (() => new Date());
   let recorded: Inventory | null = inv?.facts.inventory ?? null;
+  const groups = execGroups(plan.actions);
+  // Record what this pass is about to create before creating it: in the first exec when that is a run of steps, else on its own.
+  let intent: Inventory | null = null;
   if (inv && total > 0) {
-    // Record what this pass is about to create before creating it.
-    const intent = nextInventory(recorded, inv.node, inv.facts, plan, opts.commit, now(), []);
-    if (Object.entries(intent.resources).some(([id, e]) => e.created && !recorded?.resources[id]?.created)) {
-      try {
-        await writeInventory(t, intent);
-        recorded = intent;
-      } catch (e) {
-        error = e instanceof NodeError ? e : new NodeError('E_APPLY', node, (e as Error).message, { cause: e });
-        skipRest(0, `${node}: skipped: converge's inventory could not be recorded before the changes`);
-        return finish();
-      }
+    const next = nextInventory(recorded, inv.node, inv.facts, plan, opts.commit, now(), []);
+    if (Object.entries(next.resources).some(([id, e]) => e.created && !recorded?.resources[id]?.created)) intent = next;
+  }
+  const recordFailed = (e: unknown): NodeApplyResult => {
+    error = e instanceof NodeError ? e : new NodeError('E_APPLY', node, (e as Error).message, { cause: e });
+    skipRest(0, `${node}: skipped: converge's inventory could not be recorded before the changes`);
+    return finish();
+  };
+  if (intent && groups[0]?.kind !== 'steps') {
+    try {
+      await writeInventory(t, intent);
+    } catch (e) {
+      return recordFailed(e);
     }
+    recorded = intent;
+    intent = null;
   }
 
   const run: NodeRun = { t, total, content, opts, outcomes, fail };
-  for (const group of execGroups(plan.actions)) {
+  let finalRecorded = false;
+  for (const [g, group] of groups.entries()) {
     if (opts.signal?.aborted) {
       error ??= new NodeError('E_APPLY', node, `interrupted before step ${group.start + 1} of ${total}`, { hint: 'apply again: the next pass starts from what is there' });
       skipRest(group.start, `${node}: skipped: the apply was interrupted`);
       break;
     }
-    const ok = group.kind === 'write' ? await runWrite(run, group.start, group.actions[0] as FileWriteAction) : await runSteps(run, group.start, group.actions);
+    let ok: boolean;
+    if (group.kind === 'write') ok = await runWrite(run, group.start, group.actions[0] as FileWriteAction);
+    else {
+      // The last exec also carries the final record, as it will be when every step succeeds: one round trip less.
+      const base = intent ?? recorded;
+      const final = inv && g === groups.length - 1 && !(plan.refusals?.length ?? 0) ? nextInventory(base, inv.node, inv.facts, plan, opts.commit, now(), plan.actions) : null;
+      const records: Records = {
+        ...(g === 0 && intent ? { intent: inventoryWrites(intent) } : {}),
+        ...(final && !sameInventory(final, base) ? { final: inventoryWrites(final) } : {}),
+      };
+      const r = await runSteps(run, group.start, group.actions, records);
+      if (r.recordError !== undefined) {
+        return recordFailed(new NodeError('E_APPLY', node, `writing the inventory ${INVENTORY_PATH} failed: ${r.recordError}`, { hint: 'check free space and permissions under /var/lib/converge on the node; the next pass writes it again' }));
+      }
+      if (r.recorded.intent && intent) recorded = intent;
+      if (r.recorded.final && final) {
+        recorded = final;
+        finalRecorded = true;
+      }
+      ok = r.ok;
+    }
     for (let i = group.start; i < group.start + group.actions.length; i++) {
       const o = outcomes.find((x) => x.index === i);
       if (o?.status === 'ok') performed.push(o.action);
@@ -258,6 +286,7 @@ export async function applyNodePlan(t: Transport, plan: NodePlan, content: Conte
   outcomes.sort((a, b) => a.index - b.index);
 
   if (!inv) return finish();
+  if (finalRecorded && error === undefined) return finish(recorded ?? undefined);
   // A node whose plan was refused and that had nothing done is left exactly as it was, bookkeeping included.
   if (performed.length === 0 && (plan.refusals?.length ?? 0) > 0) return finish(recorded ?? undefined);
   const final = nextInventory(recorded, inv.node, inv.facts, plan, opts.commit, now(), performed);
@@ -272,6 +301,19 @@ export async function applyNodePlan(t: Transport, plan: NodePlan, content: Conte
 }
 
 type FailFn = (index: number, message: string, extra: Partial<ActionOutcome> & { durationMs: number }, cause?: unknown) => void;
+
+/** Inventory records a steps exec carries: the intent before its steps, the final record after them. */
+interface Records {
+  intent?: { puts: PutArgs[]; data: Buffer };
+  final?: { puts: PutArgs[]; data: Buffer };
+}
+
+interface StepsResult {
+  ok: boolean;
+  recorded: { intent: boolean; final: boolean };
+  /** The intent record failed, so no step ran: why. */
+  recordError?: string;
+}
 
 /** What every exec of one node's apply shares: its transport, the plan's size, the contents, the options, and where outcomes go. */
 interface NodeRun {
@@ -371,11 +413,12 @@ async function readAll(stream: Readable): Promise<Buffer> {
  * first; a value the script refuses, or content that cannot be read, fails
  * that step, and the steps before it still run.
  */
-async function runSteps(run: NodeRun, start: number, actions: HostAction[]): Promise<boolean> {
+async function runSteps(run: NodeRun, start: number, actions: HostAction[], records: Records = {}): Promise<StepsResult> {
   const { t, total, content, opts, outcomes, fail } = run;
   const began = Date.now();
   const nonce = randomBytes(8).toString('hex');
-  const steps: ScriptStep[] = [];
+  const steps: Exclude<ScriptStep, { record: string }>[] = [];
+  const recorded: StepsResult['recorded'] = { intent: false, final: false };
   const data: Buffer[] = [];
   let stop: { index: number; message: string; hint?: string; cause?: unknown } | null = null;
   for (const [k, action] of actions.entries()) {
@@ -405,18 +448,28 @@ async function runSteps(run: NodeRun, start: number, actions: HostAction[]): Pro
 
   if (steps.length > 0) {
     for (const [k, action] of actions.slice(0, steps.length).entries()) opts.onProgress?.({ node: t.node, index: start + k, total, action });
-    const stdin = Buffer.concat(data);
+    // The final record is written only when every step of the plan ran, which a stop before the end rules out.
+    const final = stop ? undefined : records.final;
+    const script: ScriptStep[] = [
+      ...(records.intent ? [{ record: 'intent' as const, puts: records.intent.puts }] : []),
+      ...steps,
+      ...(final ? [{ record: 'final' as const, puts: final.puts }] : []),
+    ];
+    const stdin = Buffer.concat([records.intent?.data ?? Buffer.alloc(0), ...data, final?.data ?? Buffer.alloc(0)]);
     const batch = actions.slice(0, steps.length).filter((a): a is BatchAction => a.type !== 'file.write');
     let r;
     try {
-      r = await t.exec(stepsScript(steps, nonce), { ...(data.length ? { stdin } : {}), timeoutMs: batchTimeoutMs(batch) + uploadTimeoutMs(stdin.length) });
+      r = await t.exec(stepsScript(script, nonce), { ...(stdin.length ? { stdin } : {}), timeoutMs: batchTimeoutMs(batch) + uploadTimeoutMs(stdin.length) });
     } catch (e) {
       // No report came back: the connection is gone and the outcome of the first step is unknown.
       fail(start, `${bare(e, t.node)}; whether the steps from here on took effect is unknown (the next pass checks; a partial upload never replaces its target)`, { durationMs: Date.now() - began }, e);
-      return false;
+      return { ok: false, recorded };
     }
     const durationMs = Date.now() - began;
     const lines = parseBatchOutput(r.stdout.toString('utf8'), nonce);
+    recorded.intent = lines.some((l) => l.kind === 'recorded' && l.record === 'intent');
+    recorded.final = lines.some((l) => l.kind === 'recorded' && l.record === 'final');
+    if (records.intent && !recorded.intent) return { ok: false, recorded, recordError: reasonOf(r.stderr) || `exit code ${r.code}` };
     for (const [k, step] of steps.entries()) {
       const action = actions[k] as HostAction;
       const mine = lines.filter((l) => l.index === step.index);
@@ -446,14 +499,14 @@ async function runSteps(run: NodeRun, start: number, actions: HostAction[]): Pro
           ? reasonOf(r.stderr) || `the write script exited with code ${r.code}`
           : `the step did not report back (exit code ${r.code}): ${reasonOf(r.stderr) || 'no message'}`;
       fail(step.index, extra.unit ? `${why} (${extra.unit.state})` : why, extra);
-      return false;
+      return { ok: false, recorded };
     }
   }
   if (stop) {
     fail(stop.index, stop.message, { durationMs: Date.now() - began, ...(stop.hint ? { hint: stop.hint } : {}) }, stop.cause);
-    return false;
+    return { ok: false, recorded };
   }
-  return true;
+  return { ok: true, recorded };
 }
 
 /**

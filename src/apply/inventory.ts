@@ -13,7 +13,7 @@ import { DIGEST_CACHE_NAME } from '../facts/digest-cache.js';
 import type { Inventory, InventoryEntry, NodeFacts } from '../facts/types.js';
 import type { ResolvedNode } from '../model/types.js';
 import type { HostAction, NodePlan } from '../plan/types.js';
-import { STATE_DIR, bare, reasonOf, writeFilesScript } from './script.js';
+import { STATE_DIR, STATE_DIR_PRELUDE, bare, reasonOf, writeFilesScript, type PutArgs } from './script.js';
 
 export const INVENTORY_PATH = `${STATE_DIR}/inventory.json`;
 /** One base64-encoded absolute path per line: every File and Directory target in the inventory. */
@@ -174,21 +174,29 @@ export function encodeManagedPaths(inv: Inventory): string {
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 /**
+ * The inventory's two files as atomic writes of the next bytes of stdin:
+ * the managed paths first, so that they always cover what the inventory
+ * names; root-only (0600 in a 0700 directory). Also carried by the first or
+ * last exec of an apply (host.ts), saving a round trip each.
+ */
+export function inventoryWrites(inv: Inventory): { puts: PutArgs[]; data: Buffer } {
+  const json = Buffer.from(`${JSON.stringify(inv, null, 2)}\n`, 'utf8');
+  const paths = Buffer.from(encodeManagedPaths(inv), 'utf8');
+  const file = (path: string, b: Buffer): PutArgs => ({ path, owner: 'root', group: 'root', mode: '0600', sha256: sha256(b), backup: false, source: b.length });
+  return { puts: [file(MANAGED_PATHS_PATH, paths), file(INVENTORY_PATH, json)], data: Buffer.concat([paths, json]) };
+}
+
+/**
  * Write the inventory and the managed-paths list in one exec, each
  * atomically, root-only (0600 in a 0700 directory). The managed paths go
  * first so that they always cover what the inventory names.
  */
 export async function writeInventory(t: Transport, inv: Inventory): Promise<void> {
-  const json = Buffer.from(`${JSON.stringify(inv, null, 2)}\n`, 'utf8');
-  const paths = Buffer.from(encodeManagedPaths(inv), 'utf8');
-  const file = (path: string, b: Buffer, source: 'stdin' | number) => ({ path, owner: 'root', group: 'root', mode: '0600', sha256: sha256(b), backup: false, source });
-  const script = writeFilesScript(
-    [file(MANAGED_PATHS_PATH, paths, paths.length), file(INVENTORY_PATH, json, 'stdin')],
-    `mkdir -p -- ${shellQuote(STATE_DIR)} && chmod 0700 -- ${shellQuote(STATE_DIR)} || die 'cannot create ${STATE_DIR}'\n`,
-  );
+  const { puts, data } = inventoryWrites(inv);
+  const script = writeFilesScript(puts, STATE_DIR_PRELUDE);
   let r;
   try {
-    r = await t.exec(script, { stdin: Buffer.concat([paths, json]), timeoutMs: 60_000 });
+    r = await t.exec(script, { stdin: data, timeoutMs: 60_000 });
   } catch (e) {
     throw new NodeError('E_APPLY', t.node, `writing the inventory ${INVENTORY_PATH} failed: ${bare(e, t.node)}`, { cause: e });
   }
@@ -201,10 +209,7 @@ export async function writeInventory(t: Transport, inv: Inventory): Promise<void
 
 /** Write the digest cache (facts/digest-cache.ts) atomically, root-only. */
 export async function writeDigestCache(t: Transport, content: Buffer): Promise<void> {
-  const script = writeFilesScript(
-    [{ path: DIGEST_CACHE_PATH, owner: 'root', group: 'root', mode: '0600', sha256: sha256(content), backup: false, source: 'stdin' }],
-    `mkdir -p -- ${shellQuote(STATE_DIR)} && chmod 0700 -- ${shellQuote(STATE_DIR)} || die 'cannot create ${STATE_DIR}'\n`,
-  );
+  const script = writeFilesScript([{ path: DIGEST_CACHE_PATH, owner: 'root', group: 'root', mode: '0600', sha256: sha256(content), backup: false, source: 'stdin' }], STATE_DIR_PRELUDE);
   let r;
   try {
     r = await t.exec(script, { stdin: content, timeoutMs: 60_000 });

@@ -364,10 +364,18 @@ function stepBody(index: number, a: Exclude<HostAction, { type: 'file.write' }>,
 
 export type BatchAction = Exclude<HostAction, { type: 'file.write' }>;
 
-/** A step of a steps script: an action, or an atomic write of the next `put.source` bytes of stdin. */
-export type ScriptStep = { index: number; action: BatchAction } | { index: number; put: PutArgs };
+/** Creates converge's state folder, root-only, before its files are written. */
+export const STATE_DIR_PRELUDE = `mkdir -p -- ${q(STATE_DIR)} && chmod 0700 -- ${q(STATE_DIR)} || die 'cannot create ${STATE_DIR}'\n`;
+
+/**
+ * A step of a steps script: an action; an atomic write of the next
+ * `put.source` bytes of stdin; or converge's own records on the node (its
+ * inventory), written the same way and reported as `N recorded <what>`.
+ */
+export type ScriptStep = { index: number; action: BatchAction } | { index: number; put: PutArgs } | { record: 'intent' | 'final'; puts: PutArgs[] };
 
 function stepEntry(s: ScriptStep, reloadFollows: boolean): string {
+  if ('record' in s) return `${STATE_DIR_PRELUDE}${s.puts.map((p) => `${putCall(p)}\n`).join('')}printf '%s recorded %s\\n' "$N" ${s.record}\n`;
   if ('put' in s) return `${putCall(s.put)}\nprintf '%s wrote %s %s\\n' "$N" ${s.index} "\${bk:--}"\n`;
   const body = stepBody(s.index, s.action, reloadFollows).map((l) => `  ${l}\n`).join('');
   return `s${s.index}() {\n${body}}\nstep ${s.index} s${s.index}\n`;
@@ -381,7 +389,7 @@ function stepEntry(s: ScriptStep, reloadFollows: boolean): string {
  */
 export function stepsScript(steps: ScriptStep[], nonce: string): string {
   if (!/^[0-9a-f]{8,}$/.test(nonce)) throw new ScriptValueError('bad nonce');
-  const writes = steps.some((s) => 'put' in s);
+  const writes = steps.some((s) => 'put' in s || 'puts' in s);
   const parts = [`N=${nonce}\n`, writes ? `um=$(umask)\n${PUT_LIB}` : 'um=\n', BATCH_LIB];
   for (const [k, step] of steps.entries()) {
     const reloadFollows = steps.slice(k + 1).some((s) => 'action' in s && s.action.type === 'systemd.daemon-reload');
@@ -406,8 +414,11 @@ export function stepBytes(s: ScriptStep): number {
 }
 
 export interface BatchLine {
+  /** -1 for a `recorded` line. */
   index: number;
-  kind: 'ok' | 'wrote' | 'fail' | 'parent' | 'unit';
+  kind: 'ok' | 'wrote' | 'fail' | 'parent' | 'unit' | 'recorded';
+  /** recorded: which record (intent, final). */
+  record?: string;
   /** wrote: the digest of the replaced content, null when there was none. */
   backup?: string | null;
   /** fail: the step's output; unit: its state. */
@@ -426,6 +437,10 @@ export function parseBatchOutput(stdout: string, nonce: string): BatchLine[] {
   for (const line of stdout.split('\n')) {
     const f = line.split(' ');
     if (f[0] !== nonce || f.length < 3) continue;
+    if (f[1] === 'recorded') {
+      out.push({ index: -1, kind: 'recorded', record: f[2] as string });
+      continue;
+    }
     const index = Number(f[2]);
     if (!Number.isInteger(index)) continue;
     switch (f[1]) {

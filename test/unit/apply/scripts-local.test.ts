@@ -552,7 +552,7 @@ test('the inventory and the managed paths are written atomically, root-only, and
   const fa = { ...f, resource: 'File/created' };
   const r = await applyNodePlan(t, plan([fa]), contents({ [f.path]: 'x\n' }), { commit: 'c2', inventory: { node, facts, now: () => new Date('2026-02-02T00:00:00Z') } });
   assert.ok(r.ok, r.error?.message);
-  assert.is(r.execs, 3, 'intent record, write, final record');
+  assert.is(r.execs, 1, 'the intent record, the small write and the final record: one exec');
   const written = JSON.parse(readFileSync(host(INVENTORY_PATH), 'utf8')) as Inventory;
   assert.equal(written, r.inventory);
   assert.equal(written.resources['File/created'], { kind: 'File', target: f.path, created: true, prune: true, sha256: f.sha256, owner: 'root', group: 'root', mode: '0644' });
@@ -564,6 +564,28 @@ test('the inventory and the managed paths are written atomically, root-only, and
   assert.ok(noop.ok);
   assert.is(noop.execs, 0);
   assert.equal(readdirSync(dir).sort(), ['backup', 'inventory.json', 'managed-paths'].filter((n) => existsSync(`${dir}/${n}`)));
+
+  // A step fails after the write: the intent was recorded first; the final record (what was done) follows in an exec of its own.
+  rmSync(host(f.path));
+  const missing: HostAction = { ...base, type: 'path.chmod', path: '/var/lib/t/missing', mode: '0600', from: '0644' };
+  const failed = await applyNodePlan(t, plan([fa, missing]), contents({ [f.path]: 'x\n' }), { commit: 'c3', inventory: { node, facts } });
+  assert.not.ok(failed.ok);
+  assert.equal(failed.outcomes.map((o) => o.status), ['ok', 'failed']);
+  assert.is(failed.execs, 2, 'intent + steps, then the final record');
+  const partial = JSON.parse(readFileSync(host(INVENTORY_PATH), 'utf8')) as Inventory;
+  assert.equal(partial, failed.inventory);
+  assert.is(partial.resources['File/created']?.created, true);
+  assert.is(partial.commit, null, 'an incomplete pass does not claim its commit (the facts had no inventory)');
+
+  // The intent cannot be recorded: no step runs at all.
+  rmSync(host(f.path));
+  rmSync(dir, { recursive: true });
+  writeFileSync(dir, 'not a directory');
+  const refused = await applyNodePlan(t, plan([fa]), contents({ [f.path]: 'x\n' }), { commit: 'c4', inventory: { node, facts } });
+  assert.not.ok(refused.ok);
+  assert.match(refused.error?.message ?? '', /^local-node: writing the inventory \/var\/lib\/converge\/inventory\.json failed: .*cannot create \/var\/lib\/converge$/);
+  assert.equal(refused.outcomes.map((o) => o.status), ['skipped']);
+  assert.not.ok(existsSync(host(f.path)), 'nothing was written before the intent was recorded');
 });
 
 test('an unreachable node: nothing runs, every step is skipped', async () => {

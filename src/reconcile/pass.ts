@@ -87,7 +87,8 @@ export function contentResolver(nodes: ResolvedNode[]): (node: string) => (a: Fi
         hint: c.kind === 'secret' ? 'check --secrets' : 'check --artifacts',
       });
     }
-    return { stream: createReadStream(c.localPath), size: st.size };
+    // Read in 1 MiB chunks: a 20 MB artifact sent to three nodes is then 60 reads, not 1,000.
+    return { stream: createReadStream(c.localPath, { highWaterMark: 1024 * 1024 }), size: st.size };
   };
 }
 

@@ -43,6 +43,14 @@ export async function watchLocalRefs(o: RefWatchOptions): Promise<RefWatch> {
     }, o.debounceMs ?? 20);
   };
   watcher.on('add', fire).on('change', fire).on('unlink', fire);
+  // chokidar drops a second 'change' of one path within 50 ms of the first
+  // (its throttle), and two commits can be that close: the raw events of the
+  // directory and file watches are not throttled.
+  watcher.on('raw', (_event: string, name: unknown, details: unknown) => {
+    const dir = (details as { watchedPath?: unknown } | null)?.watchedPath;
+    if (typeof dir !== 'string' || typeof name !== 'string') return;
+    fire(wanted.has(dir) ? dir : join(dir, name));
+  });
   watcher.on('error', (e) => o.onError?.(e instanceof Error ? e : new Error(String(e))));
   await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
   return {

@@ -17,7 +17,7 @@ import { bridgePorts, deleteLink, ensureBridge, linkExists, linkIsUp, setLink } 
 import { bootNode, killStrayNodes, nodeAlive, prepareNode, processesInLabRoots, stopNodeProcess, wipeNode, type NodeSpec } from './nodes.js';
 import { BRIDGE, DEFAULT_NODES, GIT_USER, HOST_ADDRESS, imageCacheDir, labDir as defaultLabDir, labPaths, nodePaths, type LabPaths } from './paths.js';
 import { ensurePki } from './pki.js';
-import { ensureHostPackages, requireFreeDisk, requireRoot } from './prereq.js';
+import { ensureHostPackages, ensureInotifyLimits, requireFreeDisk, requireRoot } from './prereq.js';
 import { elapsed, isSameProcess, runOk, sleep, terminate } from './proc.js';
 import { cutOnPurpose, stoppedOnPurpose } from './faults.js';
 import { ensureClientKey, ensureHostKeys, hostPublicKeys, sshBanner, sshRun, waitForSsh, writeKnownHosts, type SshTarget } from './ssh.js';
@@ -230,6 +230,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabInfo> {
   return withLock(p.lock, async () => {
     const t0 = Date.now();
     await ensureHostPackages(log);
+    ensureInotifyLimits(log);
     const state = loadState(p.state);
     await recover(p, state, log);
 

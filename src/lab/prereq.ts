@@ -2,7 +2,7 @@
  * What the lab needs from the host, and installing what is missing with
  * apt-get. Every failure says what is wrong and what to do.
  */
-import { accessSync, constants, existsSync, mkdirSync, readlinkSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { LabError } from '../errors/index.js';
 import { findProcesses, run, terminate } from './proc.js';
@@ -109,6 +109,36 @@ function hostEtcdPids(): number[] {
 
 function tail(r: { stdout: string; stderr: string }): string {
   return (r.stderr || r.stdout).trim().split('\n').slice(-10).join('\n');
+}
+
+/**
+ * Every lab node's systemd, journald and logind take inotify instances from
+ * the host's one per-user budget (about 20 per node; all run as root): with
+ * the default of 128, seven nodes used them all, and every inotify watch on
+ * the host then failed with EMFILE (chokidar, and so `converge watch`'s ref
+ * watch of a local repository). The limits are raised, never lowered.
+ */
+const INOTIFY_LIMITS: ReadonlyArray<readonly [string, number]> = [
+  ['/proc/sys/fs/inotify/max_user_instances', 8192],
+  ['/proc/sys/fs/inotify/max_user_watches', 524288],
+];
+
+export function ensureInotifyLimits(log: (line: string) => void): void {
+  for (const [file, want] of INOTIFY_LIMITS) {
+    let now: number;
+    try {
+      now = Number.parseInt(readFileSync(file, 'utf8'), 10);
+    } catch {
+      continue;
+    }
+    if (now >= want) continue;
+    try {
+      writeFileSync(file, `${want}\n`);
+      log(`raised ${file.slice('/proc/sys/'.length).replace(/\//g, '.')} from ${now} to ${want} (lab nodes use the host's inotify instances)`);
+    } catch (e) {
+      throw new LabError(`cannot raise ${file} from ${now} to ${want}: ${(e as Error).message}`, `run: sysctl -w ${file.slice('/proc/sys/'.length).replace(/\//g, '.')}=${want}`);
+    }
+  }
 }
 
 const MB = 1024 * 1024;

@@ -6,6 +6,8 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, existsSync } from 'node:fs';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isConvergeError } from '../src/errors/index.js';
+import { ensureHostPackages, ensureInotifyLimits, requireRoot } from '../src/lab/prereq.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const uvu = join(root, 'node_modules/uvu/bin.js');
@@ -47,6 +49,21 @@ function run(label: string, args: string[]): void {
 }
 
 const only = process.argv[2];
+
+// The host first: two unit suites run a real etcd on 127.0.0.1 (Debian's
+// etcd-server), which on a fresh machine only the lab would otherwise install,
+// after the unit tests; and a lab left up by an earlier run holds inotify
+// instances that the unit suites' file watches need. When this fails, the
+// suites that need it fail too, each saying why.
+try {
+  requireRoot();
+  const log = (l: string): void => void process.stdout.write(`[host] ${l}\n`);
+  await ensureHostPackages(log);
+  ensureInotifyLimits(log);
+} catch (e) {
+  const why = isConvergeError(e) ? `${e.message}${e.hint ? ` (${e.hint})` : ''}` : String(e);
+  process.stdout.write(`[host] the host packages could not be installed: ${why}\n`);
+}
 if (!only || only === 'unit') run('unit tests', ['test/unit', '\\.test\\.ts$']);
 if (!only || only === 'lab') {
   for (const file of suites('test/lab').sort((a, b) => labRank(a) - labRank(b))) run(`lab: ${file}`, ['test/lab', `^${file.replace(/\./g, '\\.')}$`]);

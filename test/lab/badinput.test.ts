@@ -186,7 +186,8 @@ test.after(async () => {
   writeResults('badinput', 'Bad input', records);
   if (daemon) await daemon.proc.stop();
   await onNode(NODE, `rm -rf ${SANDBOX} ${VICTIM} /tmp/pwned /var/lib/converge`).catch(() => undefined);
-  rmSync(work, { recursive: true, force: true });
+  // Absent when the before hook failed early: its error is the one to read, not one from here.
+  if (work !== undefined) rmSync(work, { recursive: true, force: true });
 });
 
 // ---- 1. refused while loading: validate, plan and apply all say where -------

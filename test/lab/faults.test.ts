@@ -136,6 +136,8 @@ test.before(async () => {
 });
 
 test.after(() => {
+  // Absent when the before hook failed: its error is the one to read, not one from here.
+  if (f === undefined) return;
   rmSync(f.artifacts, { recursive: true, force: true });
   removeCliSnapshot();
   const md = renderTable([{ suite: 'faults', title: 'Faults', generatedAt: new Date().toISOString(), cases }]);

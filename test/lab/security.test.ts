@@ -184,6 +184,8 @@ test.before(async () => {
 test.after(async () => {
   writeResults('security', 'Security', records);
   if (daemon) await daemon.stop();
+  // Absent when the before hook failed: its error is the one to read, not one from here.
+  if (lab === undefined) return;
   const env = gitEnv({ url: lab.git.url, username: lab.git.username, password: lab.git.password });
   spawnSync('git', ['init', '-q', join(work, 'push')], { env });
   const r = spawnSync('git', ['push', '--quiet', lab.git.url, `:refs/heads/${BRANCH}`], { cwd: join(work, 'push'), env, encoding: 'utf8' });

@@ -38,7 +38,8 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  await c.close();
+  // Absent when the before hook failed: its error is the one to read, not one from here.
+  if (c !== undefined) await c.close();
 });
 
 test('bootstrap removed the initial env files and a second plan is empty', async () => {

@@ -122,10 +122,11 @@ put() {
     *) [ -f "$src" ] || die "no such file on the node: $src"
        cat -- "$src" > "$tmp" || die 'copying the content failed' ;;
   esac
-  chown -- "$own" "$tmp" || die 'setting the owner failed'
-  chmod -- "$mode" "$tmp" || die 'setting the mode failed'
   got=$(sum "$tmp")
   [ "$got" = "$want" ] || die "the content on the node has sha256 $got, expected $want (incomplete or changed upload)"
+  # the target's owner and mode only once the content is verified: until then the temporary file is root-only
+  chown -- "$own" "$tmp" || die 'setting the owner failed'
+  chmod -- "$mode" "$tmp" || die 'setting the mode failed'
   sync -- "$tmp" || die 'fsync of the temporary file failed'
   if [ "$backup" = 1 ] && [ -f "$t" ] && [ ! -L "$t" ]; then
     b=${BACKUP_DIR}

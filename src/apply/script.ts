@@ -355,6 +355,9 @@ function stepBody(index: number, a: Exclude<HostAction, { type: 'file.write' }>,
       const verb = a.type.slice('service.'.length);
       return [
         `u=${q(a.unit)}`,
+        // A failed unit's past starts count against its start limit (5 in 10 s by default): quick rollbacks and
+        // retries reach it, and systemd would then refuse this deliberate start with 'start-limit-hit'.
+        `if systemctl is-failed --quiet -- "$u"; then systemctl reset-failed -- "$u"; fi`,
         `if systemctl ${verb} -- "$u" && wait_active "$u"; then exit 0; fi`,
         `unit_report ${index} "$u"`,
         `die "$u did not become active after ${verb}"`,

@@ -20,6 +20,7 @@ const HOSTILE_DIR = `${DIR}/a b'c"$(touch /tmp/pwned)\`touch /tmp/pwned\``;
 const HOSTILE = `${HOSTILE_DIR}/f;x \${HOME} \u00e9\u6f22 *?[z] 'q'`;
 const UNIT_OK = `converge-test-${RUN}-ok.service`;
 const UNIT_BAD = `converge-test-${RUN}-bad.service`;
+const UNIT_LIMIT = `converge-test-${RUN}-limit.service`;
 const ACCOUNT = `cvgt${RUN}`;
 
 /** An action before it is placed on a node. */
@@ -84,10 +85,10 @@ test.after(async () => {
     await onNode(
       n,
       [
-        `systemctl disable --now ${q(UNIT_OK)} ${q(UNIT_BAD)} >/dev/null 2>&1`,
-        `rm -rf ${q(DIR)} /etc/systemd/system/${q(UNIT_OK)} /etc/systemd/system/${q(UNIT_BAD)}`,
+        `systemctl disable --now ${q(UNIT_OK)} ${q(UNIT_BAD)} ${q(UNIT_LIMIT)} >/dev/null 2>&1`,
+        `rm -rf ${q(DIR)} /etc/systemd/system/${q(UNIT_OK)} /etc/systemd/system/${q(UNIT_BAD)} /etc/systemd/system/${q(UNIT_LIMIT)}`,
         'systemctl daemon-reload',
-        `systemctl reset-failed ${q(UNIT_BAD)} 2>/dev/null`,
+        `systemctl reset-failed ${q(UNIT_BAD)} ${q(UNIT_LIMIT)} 2>/dev/null`,
         `userdel ${q(ACCOUNT)} 2>/dev/null`,
         `groupdel ${q(ACCOUNT)} 2>/dev/null`,
         ...backups.map((h) => `rm -f ${q(`${BACKUP_DIR}/${h}`)}`),
@@ -270,6 +271,29 @@ test('services: unit written, daemon-reload, enable, start, restart; a unit that
   const stop = await applyNodePlan(t, plan(node, [{ ...step, type: 'service.stop', unit: UNIT_OK }, { ...step, type: 'service.disable', unit: UNIT_OK }]), contents({}), { commit: null });
   okResult(stop);
   assert.is((await onNode(node, `systemctl is-enabled ${q(UNIT_OK)} || true; systemctl is-active ${q(UNIT_OK)} || true`)).trim(), 'disabled\ninactive');
+});
+
+test('a unit that reached its start limit (start-limit-hit) is started once its cause is fixed', async () => {
+  const node = 'cp-a';
+  const t = await transport(node);
+  const conf = `${DIR}/limit.conf`;
+  // Refuses to start unless its config says valid=yes, as `nginx -t` in ExecStartPre would.
+  const unit = `[Unit]\nDescription=converge test ${RUN} (start limit)\n[Service]\nExecStartPre=/bin/grep -qx valid=yes ${conf}\nExecStart=/bin/sleep infinity\n`;
+  const path = `/etc/systemd/system/${UNIT_LIMIT}`;
+  const install = await applyNodePlan(t, plan(node, [write(node, path, unit), { ...step, type: 'systemd.daemon-reload' }]), contents({ [path]: unit }), { commit: null });
+  okResult(install);
+  // Good and bad configs in quick turns, as rollbacks and retries go: systemd's own limit (5 starts in 10 s) refuses the next start.
+  const u = q(UNIT_LIMIT);
+  const c = q(conf);
+  const state = await onNode(
+    node,
+    `for i in 1 2 3 4 5 6; do echo valid=yes > ${c}; systemctl start ${u} 2>/dev/null; echo valid=no > ${c}; systemctl restart ${u} 2>/dev/null; r=$(systemctl show -p Result --value ${u}); [ "$r" = start-limit-hit ] && break; done; echo "$r"`,
+  );
+  assert.is(state.trim(), 'start-limit-hit');
+  await onNode(node, `echo valid=yes > ${c}`);
+  const r = await applyNodePlan(t, plan(node, [{ ...step, type: 'service.restart', unit: UNIT_LIMIT, because: [conf] }]), contents({}), { commit: null });
+  okResult(r);
+  assert.is((await onNode(node, `systemctl is-active ${u}`)).trim(), 'active');
 });
 
 test('round trips per action kind on a real node', async () => {

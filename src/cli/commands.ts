@@ -13,6 +13,7 @@ import { renderPlanText, useColor } from '../report/plan-text.js';
 import { planToJson } from '../report/plan-json.js';
 import { planHasChanges, planHasErrors } from '../plan/plan.js';
 import type { Plan } from '../plan/types.js';
+import type { TransportTimings } from '../connect/transport.js';
 import { resolveConfig, configCommand, type Config } from './config.js';
 import { validateCommand } from './validate.js';
 import { labCommand, type LabSubcommand } from './lab.js';
@@ -83,6 +84,13 @@ function nodesFlag(flags: Flags): string[] | undefined {
   return v.split(',').map((s) => s.trim()).filter(Boolean);
 }
 
+/** "connect 0.41+0.12 s; exec 0.55+0.30 s, 0.86+1.20 s (21.5 MB in)": when each began (seconds since the process started) and how long it took. */
+function timeline(t: TransportTimings): string {
+  const s = (ms: number): string => (ms / 1000).toFixed(2);
+  const execs = t.execs.map((e) => `${s(e.at)}+${s(e.ms)}${e.stdinBytes > 0 ? ` (${(e.stdinBytes / 1e6).toFixed(1)} MB in)` : ''}`);
+  return `connect ${s(t.connect.at)}+${s(t.connect.ms)} s; exec ${execs.join(', ')} s`;
+}
+
 async function withSession<T>(flags: Flags, fn: (s: Session, c: Config) => Promise<T>): Promise<T> {
   const { config } = resolveConfig(flags);
   const desired = await openDesired(config);
@@ -95,6 +103,7 @@ async function withSession<T>(flags: Flags, fn: (s: Session, c: Config) => Promi
       for (const n of s.nodes) {
         const t = s.transports.get(n.name);
         process.stderr.write(t ? `stats: ${n.name}: 1 connection, ${t.execCount} exec round trips\n` : `stats: ${n.name}: not connected\n`);
+        if (t?.timings) process.stderr.write(`stats: ${n.name}: ${timeline(t.timings)}\n`);
       }
       process.stderr.write(`stats: total ${(performance.now() - started).toFixed(0)} ms\n`);
     }

@@ -25,7 +25,7 @@ import {
 } from './known-hosts.js';
 import type { KnownHostEntry, PublicKey } from './known-hosts.js';
 import { shellQuote } from './transport.js';
-import type { ExecOptions, ExecResult, Transport } from './transport.js';
+import type { ExecOptions, ExecResult, Transport, TransportTimings } from './transport.js';
 
 export { withNodes } from './parallel.js';
 export type { NodeOutcome } from './parallel.js';
@@ -201,12 +201,15 @@ class SshTransport implements Transport {
   private closed = false;
   private lost: string | null = null;
   private readonly inflight = new Set<(err: NodeError) => void>();
+  readonly timings: TransportTimings;
 
   constructor(
     private readonly client: InstanceType<typeof ssh2.Client>,
     private readonly opts: SshOptions,
     private readonly where: string,
+    connect: TransportTimings['connect'],
   ) {
+    this.timings = { connect, execs: [] };
     this.node = opts.node;
     client.on('error', (err: Error) => this.drop(`connection to ${where} failed: ${err.message}`));
     client.on('close', () => this.drop(`connection to ${where} closed`));
@@ -235,6 +238,12 @@ class SshTransport implements Transport {
     }
     this.count++;
     const timeoutMs = opts.timeoutMs ?? this.opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
+    const timing = { at: performance.now(), ms: 0, stdinBytes: 0 };
+    this.timings.execs.push(timing);
+    const onProgress = (n: number): void => {
+      timing.stdinBytes = n;
+      opts.onProgress?.(n);
+    };
     return new Promise<ExecResult>((resolve, reject) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
@@ -242,6 +251,7 @@ class SshTransport implements Transport {
       const settle = (fn: () => void) => {
         if (settled) return;
         settled = true;
+        timing.ms = performance.now() - timing.at;
         if (timer) clearTimeout(timer);
         this.inflight.delete(onLost);
         fn();
@@ -294,7 +304,7 @@ class SshTransport implements Transport {
             }
           });
         });
-        feedStdin(ch, opts.stdin, opts.onProgress, () => open && !settled).catch((e: unknown) => {
+        feedStdin(ch, opts.stdin, onProgress, () => open && !settled).catch((e: unknown) => {
           settle(() => reject(new NodeError('E_APPLY', this.node, `reading the data to send failed: ${(e as Error).message}`)));
           ch.close();
         });
@@ -406,6 +416,7 @@ export async function connectSsh(o: SshOptions): Promise<Transport> {
   };
 
   const client = new ssh2.Client();
+  const connectAt = performance.now();
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error & { level?: string; code?: string }) => {
       client.off('ready', onReady);
@@ -439,7 +450,7 @@ export async function connectSsh(o: SshOptions): Promise<Transport> {
       reject(new NodeError('E_CONNECT', o.node, `cannot use ${label}: ${/encrypted|passphrase/i.test(msg) ? 'it is encrypted' : 'it is not a valid private key'}`, { hint }));
     }
   });
-  const transport = new SshTransport(client, o, where);
+  const transport = new SshTransport(client, o, where, { at: connectAt, ms: performance.now() - connectAt });
   if (learned !== null && o.knownHostsFile !== undefined) {
     await appendFile(o.knownHostsFile, `${learned}\n`, { mode: 0o600 });
   }

@@ -26,6 +26,14 @@ export interface Transport {
   close(): Promise<void>;
   /** Number of exec round trips made on this connection (for benchmarks). */
   readonly execCount: number;
+  /** When the connection was made and each exec ran (for `--stats`); transports that keep no timings leave it out. */
+  readonly timings?: TransportTimings;
+}
+
+/** Milliseconds since the process started (performance.now()). */
+export interface TransportTimings {
+  connect: { at: number; ms: number };
+  execs: { at: number; ms: number; stdinBytes: number }[];
 }
 
 /** Quote a value for POSIX sh: the result is always one literal word. */

@@ -152,6 +152,11 @@ test('stdin: a large Buffer and a Readable are streamed completely, with progres
     // without stdin the remote side sees EOF at once instead of hanging
     const r4 = await t.exec('cat; echo done');
     assert.is(r4.stdout.toString(), 'done\n');
+    // --stats' timeline: the connection, then each exec in order, with the bytes it sent
+    const tm = t.timings!;
+    assert.ok(tm.connect.ms > 0 && tm.connect.at >= 0);
+    assert.equal(tm.execs.map((e) => e.stdinBytes), [big.length, 64 * 32 * 1024, 7, 0]);
+    assert.ok(tm.execs.every((e, i) => e.ms > 0 && e.at >= (i === 0 ? tm.connect.at + tm.connect.ms : tm.execs[i - 1]!.at + tm.execs[i - 1]!.ms)));
   } finally {
     await t.close();
   }

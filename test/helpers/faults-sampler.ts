@@ -76,7 +76,8 @@ function loopScript(paths: string[], intervalMs: number, maxSeconds: number): st
     "  echo '#'",
     '  [ -n "$h" ] && sha256sum -- $h 2>/dev/null',
     "  echo '#'",
-    '  for f in $b; do printf \'%s \' "$f"; base64 -w0 < "$f" 2>/dev/null; echo; done',
+    // A state file removed between the stat and the read (the suite wipes the nodes between rounds) says nothing; an empty one is reported.
+    '  for f in $b; do c=$(base64 -w0 < "$f" 2>/dev/null) && printf \'%s %s\\n\' "$f" "$c"; done',
     "  echo '#'",
     '  unset IFS; set +f',
     `  for f in ${TEMP_GLOBS.join(' ')}; do [ -e "$f" ] && printf '%s\\n' "$f"; done`,

@@ -2,9 +2,10 @@
 """Delay every packet of one netfilter queue by a fixed time.
 
 This machine's kernel has no sch_netem, so `tc netem` cannot add latency.
-iptables sends the host's traffic to and from the bench nodes to an NFQUEUE;
-this program holds each packet for DELAY_MS and then accepts it, in arrival
-order. Pure Python over a netlink socket: no library needed.
+iptables sends the packets from the bench nodes to an NFQUEUE (latency.ts
+says why only the incoming ones); this program holds each packet for
+DELAY_MS and then accepts it, in arrival order. Pure Python over a netlink
+socket: no library needed.
 
 usage: delay.py QUEUE_NUM DELAY_MS
 Prints "ready" once bound; exits on SIGTERM/SIGINT.

@@ -4,11 +4,17 @@
  * `tc netem` is the usual tool, but this machine's kernel is built without
  * sch_netem (CONFIG_NET_SCH_NETEM is not set), so the delay is added in
  * netfilter instead: iptables (legacy backend; the nft backend's queue
- * expression is not built either) sends the host's packets to and from the
- * nodes' addresses to an NFQUEUE, where delay.py holds each one for half the
- * round trip. Only the nodes given are affected; traffic between nodes and to
- * every other lab node is not. stop() removes the rules and ends delay.py,
- * and is safe to call twice or after a failed start.
+ * expression is not built either) sends the packets coming from the nodes'
+ * addresses to an NFQUEUE at the host's INPUT, where delay.py holds each one
+ * for the whole round trip. Holding the outgoing half instead was tried
+ * first: a packet held on its way out still counts against its TCP socket's
+ * small-queue budget (TSQ, about a millisecond of data at the pacing rate),
+ * which throttled a 21 MB upload at 20 ms to 0.55 MB/s (38 s); delayed on
+ * the way in, the same upload takes 0.8 s, and a TCP connect 20.3 ms. Every
+ * round trip waits the same, which is what both tools feel. Only the nodes
+ * given are affected; traffic between nodes and to every other lab node is
+ * not. stop() removes the rules and ends delay.py, and is safe to call twice
+ * or after a failed start.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
@@ -45,7 +51,7 @@ export async function addLatency(addresses: string[], rttMs: number): Promise<La
   const script = join(dirname(fileURLToPath(import.meta.url)), 'delay.py');
   // Real-time priority where chrt works: on a busy machine a late wake-up would add to the delay.
   const rt = spawnSync('chrt', ['-f', '50', 'true']).status === 0;
-  const argv = [...(rt ? ['chrt', '-f', '50'] : []), 'python3', script, String(QUEUE), String(rttMs / 2)];
+  const argv = [...(rt ? ['chrt', '-f', '50'] : []), 'python3', script, String(QUEUE), String(rttMs)];
   const child: ChildProcess = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   let stopped = false;
   const stop = async (): Promise<void> => {
@@ -71,11 +77,7 @@ export async function addLatency(addresses: string[], rttMs: number): Promise<La
       setTimeout(() => reject(new Error('delay.py did not start within 5 s')), 5000).unref();
     });
     ipt(['-N', CHAIN]);
-    for (const a of addresses) {
-      ipt(['-A', CHAIN, '-d', `${a}/32`, '-j', 'NFQUEUE', '--queue-num', String(QUEUE)]);
-      ipt(['-A', CHAIN, '-s', `${a}/32`, '-j', 'NFQUEUE', '--queue-num', String(QUEUE)]);
-    }
-    ipt(['-I', 'OUTPUT', '-j', CHAIN]);
+    for (const a of addresses) ipt(['-A', CHAIN, '-s', `${a}/32`, '-j', 'NFQUEUE', '--queue-num', String(QUEUE)]);
     ipt(['-I', 'INPUT', '-j', CHAIN]);
   } catch (e) {
     await stop();

@@ -84,10 +84,11 @@ function nodesFlag(flags: Flags): string[] | undefined {
   return v.split(',').map((s) => s.trim()).filter(Boolean);
 }
 
-/** "connect 0.41+0.12 s; exec 0.55+0.30 s, 0.86+1.20 s (21.5 MB in)": when each began (seconds since the process started) and how long it took. */
+/** "connect 0.41+0.12 s; exec 0.55+0.30 (2.1 kB in), 0.86+1.20 (21.5 MB in) s": when each began (seconds since the process started) and how long it took. */
 function timeline(t: TransportTimings): string {
   const s = (ms: number): string => (ms / 1000).toFixed(2);
-  const execs = t.execs.map((e) => `${s(e.at)}+${s(e.ms)}${e.stdinBytes > 0 ? ` (${(e.stdinBytes / 1e6).toFixed(1)} MB in)` : ''}`);
+  const bytes = (n: number): string => (n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
+  const execs = t.execs.map((e) => `${s(e.at)}+${s(e.ms)}${e.stdinBytes > 0 ? ` (${bytes(e.stdinBytes)} in)` : ''}`);
   return `connect ${s(t.connect.at)}+${s(t.connect.ms)} s; exec ${execs.join(', ')} s`;
 }
 

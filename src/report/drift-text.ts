@@ -4,7 +4,7 @@
  */
 import type { DriftItem, DriftReport, NodeDrift } from '../plan/drift.js';
 import { driftCount } from '../plan/drift.js';
-import { createTwoFilesPatch } from 'diff';
+import { createTwoFilesPatch } from 'diff/lib/patch/create.js';
 import { abbreviateDigest } from './plan-text.js';
 
 const HEX64 = /[0-9a-f]{64}/;

@@ -3,7 +3,8 @@
  * unified diffs for text files, digests for artifacts, and nothing but
  * "(secret changed)" for secrets. Plain text; colour only when asked for.
  */
-import { createTwoFilesPatch, FILE_HEADERS_ONLY } from 'diff';
+// Only the patch module: the package's index loads every diff algorithm (25 files) on each start.
+import { createTwoFilesPatch, FILE_HEADERS_ONLY } from 'diff/lib/patch/create.js';
 import type { Drift, EtcdAction, HostAction, NodePlan, Plan } from '../plan/types.js';
 import { nodesWithChanges, planActionCount, planHasErrors } from '../plan/plan.js';
 

@@ -6,13 +6,15 @@
  * chmod changes the ctime, which no user can set. Pure: what to record is
  * decided here, apply writes it, plan never writes.
  *
- * Why only a file unchanged for a second before the probe began is recorded
- * (the probe marks the others, find -cnewer a reference file dated one
- * second back): the probe stats a file before hashing it, so a change in
- * between would pair the old key with the new content; a change after the
- * probe began gets a ctime after it, which cannot equal a key recorded from
- * before (the kernel's coarse clock lags by a tick, milliseconds, never a
- * second).
+ * Why only a file that had settled when the probe began is recorded: the
+ * probe stats a file before hashing it, so a change in between pairs the old
+ * key with the new content. That pair is harmless unless the change left the
+ * ctime as it was, which happens only within one tick of the clock the
+ * filesystem stamps with: milliseconds where timestamps have sub-second
+ * resolution, a whole second where they do not. So a file is recorded when
+ * its ctime is SETTLE_MS (50 ms) before the probe began and has a fraction
+ * of a second, or a second before it in any case (the probe marks the
+ * others "~", find -newerct against both moments).
  *
  * Format: NUL-terminated triples key, path, sha256, sorted by path.
  */

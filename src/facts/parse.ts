@@ -251,7 +251,7 @@ export function parseProbeOutput(request: ProbeRequest, stdout: Buffer): NodeFac
           if (head.startsWith('=') || head.startsWith('~')) {
             const key = need('file key');
             const path = need('file key');
-            // "~": changed less than a second before the probe began, not yet safe to record
+            // "~": changed too shortly before the probe began (probe.ts SETTLE_MS), not yet safe to record
             if (key.startsWith('=')) keys[path] = key;
             return;
           }

@@ -4,8 +4,9 @@
  * on stdin, one base64 value per line, and reaches the tools as arguments
  * through xargs -0: no value from the desired state is ever part of the
  * script text. The output is a stream of NUL-terminated tokens (see
- * parse.ts). Needs GNU findutils (find -printf) and coreutils (sha256sum -z,
- * base64 -w0), mawk or gawk, getent, id and systemctl.
+ * parse.ts). Needs GNU findutils (find -printf, -newerct) and coreutils
+ * (sha256sum -z, base64 -w0, date +%N), mawk or gawk, getent, id and
+ * systemctl.
  *
  * Every process costs a fork and an exec (several ms on a small VM), and the
  * probe runs on every pass, so the script starts as few as it can: one awk
@@ -154,11 +155,20 @@ END {
 `;
 
 /**
+ * How long a file must have been unchanged when the probe begins for its
+ * digest to be recorded, on a filesystem whose timestamps have sub-second
+ * resolution (digest-cache.ts says why); a second on one without.
+ */
+export const SETTLE_MS = 50;
+
+/**
  * Reads the digest cache (if any: "key path sha256" triples that apply
  * wrote, see digest-cache.ts) and then file o, the find output: stat records
  * (a path and 8 fields) each followed, for a regular file, by a key record
- * ("=dev:inode:size:mtime:ctime", or "~…" when the file changed less than a
- * second before the probe began, then the path). Copies o to stdout; a file
+ * ("=dev:inode:size:mtime:ctime" when it has not changed for a second, "^…"
+ * when not for SETTLE_MS, "~…" otherwise, then the path). Copies o to
+ * stdout, a "^" key as "=" when its ctime has a fraction of a second (the
+ * filesystem keeps sub-second timestamps) and as "~" when not; a file
  * whose key is the cached one gets its cached digest as a "sha256  path"
  * record in file s, any other goes to file h to be hashed. Ends with
  * "#records hits" (the cache's size, how many it answered).
@@ -181,7 +191,13 @@ path {
   else printf "%s%c", $0, 0 > "h"
   next
 }
-/^[=~]/ { key = "=" substr($0, 2); path = 1; printf "%s%c", $0, 0; next }
+/^[=~^]/ {
+  key = "=" substr($0, 2); path = 1
+  t = substr($0, 1, 1)
+  if (t == "^") { n = split($0, f, ":"); t = (f[n] ~ /\.[0-9]*[1-9]/) ? "=" : "~" }
+  printf "%s%s%c", t, substr($0, 2), 0
+  next
+}
 { printf "%s%c", $0, 0; left = 8 }
 END { printf "#%d %d%c", recs, hits, 0 }
 `;
@@ -206,7 +222,7 @@ FILENAME == "s" { printf "%s%c", $0, 0; seen[$0] = 1; next }
  *                          (listDirs, and managed paths no longer requested)
  *   @S … @.                records (path type user group uid gid mode size target), each
  *                          regular file's key ("=dev:inode:size:mtime:ctime" path, "~…"
- *                          when it changed less than a second before the probe began),
+ *                          when it is not yet settled, see SETTLE_MS),
  *                          "sha256  path" (sha256sum -z or the digest cache), in any
  *                          order, and "#records hits" (the digest cache)
  *   T path base64          current content of a changed small text file
@@ -239,9 +255,10 @@ if [ -s d ]; then
   xargs -0 sh -c 'exec find -P "$@" -mindepth 1 -printf "%H\0%p\0$0"' "$F" < d 2>/dev/null
   printf '@.\0'
 fi
-touch -d '1 second ago' r
+now=$(date +%s%N) || exit 90
+ago() { t=$((now - $1)); printf '@%d.%09d' $((t / 1000000000)) $((t % 1000000000)); }
 K='%D:%i:%s:%T@:%C@\0%p\0'
-xargs -0 -r sh -c 'k=$1; shift; exec find -P "$@" -maxdepth 0 -printf "%p\0$0" -type f \( -cnewer r -printf "~$k" -o -printf "=$k" \)' "$F" "$K" < p > o 2>/dev/null
+xargs -0 -r sh -c 'k=$1 r1=$2 r2=$3; shift 3; exec find -P "$@" -maxdepth 0 -printf "%p\0$0" -type f \( -newerct "$r1" \( -newerct "$r2" -printf "~$k" -o -printf "^$k" \) -o -printf "=$k" \)' "$F" "$K" "$(ago 1000000000)" "$(ago $SETTLE)" < p > o 2>/dev/null
 printf '@S\0'
 set --
 [ -f "$ST/digests" ] && set -- "$ST/digests"
@@ -285,7 +302,8 @@ export interface Probe {
  * constants (each passed through shellQuote); everything from the desired
  * state is on stdin.
  */
-export function buildProbe(request: ProbeRequest): Probe {
+export function buildProbe(request: ProbeRequest, settleMs = SETTLE_MS): Probe {
+  if (!Number.isSafeInteger(settleMs) || settleMs < 0 || settleMs > 1000) throw new ProbeRequestError(`settle time out of range: ${settleMs} ms`);
   checkPath(request.stateDir, 'state dir');
   const script = [
     `READ=${shellQuote(READ_AWK)}`,
@@ -294,6 +312,7 @@ export function buildProbe(request: ProbeRequest): Probe {
     `FORMAT=${shellQuote(PROBE_FORMAT)}`,
     `ST=${shellQuote(request.stateDir)}`,
     `MAXTEXT=${MAX_TEXT_BYTES}`,
+    `SETTLE=${settleMs * 1_000_000}`,
     SCRIPT_BODY,
   ].join('\n');
   return { script, stdin: encodeRequest(request) };

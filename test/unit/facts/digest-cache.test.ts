@@ -8,10 +8,11 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { digestCacheContent, DIGEST_CACHE_NAME } from '../../../src/facts/digest-cache.js';
 import { parseProbeOutput } from '../../../src/facts/parse.js';
-import { buildProbe, type ProbeRequest } from '../../../src/facts/probe.js';
+import { buildProbe, SETTLE_MS, type ProbeRequest } from '../../../src/facts/probe.js';
 import type { NodeFacts, PathFact } from '../../../src/facts/types.js';
 
 const sha = (s: string | Buffer): string => createHash('sha256').update(s).digest('hex');
@@ -23,11 +24,11 @@ mkdirSync(stateDir);
 const files = ['a', 'b', 'c'].map((n) => join(root, n));
 const request: ProbeRequest = { node: 'local', paths: [...files, join(root, 'missing')], textWanted: [], users: [], groups: [], units: [], listDirs: [], etcdDataDir: null, stateDir };
 
-function probe(): NodeFacts {
-  const { script, stdin } = buildProbe(request);
+function probe(settleMs?: number, req: ProbeRequest = request): NodeFacts {
+  const { script, stdin } = buildProbe(req, settleMs);
   const r = spawnSync('sh', ['-c', script], { input: stdin, cwd: root, maxBuffer: 1 << 24 });
   assert.is(r.status, 0, r.stderr.toString());
-  return parseProbeOutput(request, r.stdout);
+  return parseProbeOutput(req, r.stdout);
 }
 
 const shaOf = (f: NodeFacts, p: string): string | undefined => {
@@ -42,15 +43,47 @@ function writeCache(entries: [string, string, string][]): void {
 
 test('without a cache every regular file is hashed; a file gets its key once it has not changed for a second', async () => {
   for (const [i, f] of files.entries()) writeFileSync(f, `content ${i}`);
-  let f = probe();
+  // A settle time of a whole second, so that a slow start of the probe cannot make the files settled already.
+  let f = probe(1000);
   for (const [i, p] of files.entries()) assert.is(shaOf(f, p), sha(`content ${i}`));
   assert.equal(f.digestCache!.keys, {}, 'just written: not settled, nothing to record');
   await new Promise((r) => setTimeout(r, 1100));
-  f = probe();
+  f = probe(1000);
   assert.equal(Object.keys(f.digestCache!.keys).sort(), [...files].sort());
   for (const k of Object.values(f.digestCache!.keys)) assert.match(k, /^=\d+:\d+:\d+:\d+(\.\d+)?:\d+(\.\d+)?$/);
   assert.is(f.digestCache!.records, 0);
   assert.is(f.digestCache!.hits, 0);
+});
+
+test('with sub-second timestamps a file is settled once unchanged for SETTLE_MS; with whole-second ones, only after a second', async () => {
+  // A filesystem that keeps whole seconds only: ext4 with 128-byte inodes, on a loop device.
+  const img = join(root, 'coarse.img');
+  const mnt = join(root, 'coarse');
+  mkdirSync(mnt);
+  const run = (cmd: string, args: string[]): void => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    assert.is(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+  };
+  run('truncate', ['-s', '8M', img]);
+  run('mkfs.ext4', ['-q', '-F', '-I', '128', img]);
+  run('mount', ['-o', 'loop', img, mnt]);
+  try {
+    const fine = join(root, 'fine');
+    const coarse = join(mnt, 'coarse');
+    const req: ProbeRequest = { ...request, paths: [fine, coarse] };
+    writeFileSync(fine, 'fine');
+    writeFileSync(coarse, 'coarse');
+    assert.match(spawnSync('stat', ['-c', '%z', coarse], { encoding: 'utf8' }).stdout, /\.000000000 /, 'the loop filesystem keeps whole seconds');
+    await sleep(SETTLE_MS * 4);
+    let f = probe(undefined, req);
+    assert.equal(Object.keys(f.digestCache!.keys), [fine], `${SETTLE_MS * 4} ms later: only the file with sub-second timestamps`);
+    assert.is(shaOf(f, coarse), sha('coarse'), 'hashed all the same');
+    await sleep(1100);
+    f = probe(undefined, req);
+    assert.equal(Object.keys(f.digestCache!.keys).sort(), [coarse, fine].sort(), 'a second later: both');
+  } finally {
+    run('umount', [mnt]);
+  }
 });
 
 test('a file whose key is the recorded one is answered from the cache, not read', () => {

@@ -442,6 +442,8 @@ export async function connectSsh(o: SshOptions): Promise<Transport> {
     client.once('ready', onReady);
     try {
       client.connect(config);
+      // Nagle off: an exec is a few small messages (open, exec, stdin, EOF) that would each wait for the ACK of the one before.
+      client.setNoDelay(true);
     } catch (e) {
       client.off('error', onError);
       client.off('ready', onReady);

@@ -410,6 +410,8 @@ export async function connectSsh(o: SshOptions): Promise<Transport> {
     keepaliveInterval: 15_000,
     keepaliveCountMax: 4,
     hostVerifier,
+    // Straight to the key: ssh2 would first try "none" to learn the server's methods, a round trip for nothing.
+    authHandler: [key !== undefined ? 'publickey' : 'agent'],
     ...(key !== undefined ? { privateKey: key } : {}),
     ...(o.agent !== undefined ? { agent: o.agent } : {}),
     ...(algs.length > 0 ? { algorithms: { serverHostKey: algs as NonNullable<ConnectConfig['algorithms']>['serverHostKey'] } } : {}),

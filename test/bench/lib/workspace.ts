@@ -7,7 +7,7 @@
  * files.
  */
 import { createHash } from 'node:crypto';
-import { cpSync, mkdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LabInfo, LabNode } from '../../../src/lab/index.js';
 import { projectDir } from '../../helpers/lab.js';
@@ -45,6 +45,9 @@ function benchFileContent(i: number): string {
   return `# bench file ${i}\nkey_${i} = ${createHash('sha256').update(String(i)).digest('hex')}\n`;
 }
 
+/** Generated resources per YAML file (one file may hold at most 1,000 documents). */
+const DOCS_PER_FILE = 250;
+
 function writeDesired(desired: string, nodes: LabNode[], extraFiles: number): void {
   cpSync(join(projectDir, 'desired-state'), desired, { recursive: true });
   writeFileSync(join(desired, 'nodes.yaml'), nodes.map(nodeDoc).join(DOC_SEP));
@@ -67,8 +70,12 @@ function writeDesired(desired: string, nodes: LabNode[], extraFiles: number): vo
     writeFileSync(join(dir, benchFileName(i)), benchFileContent(i));
     docs.push(`apiVersion: converge.dev/v1\nkind: File\nmetadata:\n  name: bench-${i}\nspec:\n  path: /etc/bench/${benchFileName(i)}\n  mode: "0644"\n  source: files/bench/${benchFileName(i)}\n`);
   }
-  appendFileSync(join(desired, 'bench.yaml'), docs.join(DOC_SEP));
+  // Several files, as an operator would keep a thousand resources.
+  for (let i = 0; i < docs.length; i += DOCS_PER_FILE) {
+    writeFileSync(join(desired, `bench-${String(i / DOCS_PER_FILE).padStart(2, '0')}.yaml`), docs.slice(i, i + DOCS_PER_FILE).join(DOC_SEP));
+  }
 }
+
 
 function sha1(file: string): string {
   return createHash('sha1').update(readFileSync(file)).digest('hex');

@@ -474,19 +474,23 @@ class NodePlanner {
     return this.managedCache;
   }
 
+  private declaredTargets: Map<InventoryEntry['kind'], Set<string>> | null = null;
+
+  /** Whether the desired state still declares the entry's target (a File and a Directory share the paths). */
   private stillDeclared(e: InventoryEntry): boolean {
-    const d = this.desired;
-    switch (e.kind) {
-      case 'File':
-      case 'Directory':
-        return d.files.some((f) => f.path === e.target) || d.directories.some((x) => x.path === e.target);
-      case 'Service':
-        return d.services.some((s) => s.unit === e.target);
-      case 'User':
-        return d.users.some((u) => u.name === e.target);
-      case 'Group':
-        return d.groups.some((g) => g.name === e.target);
+    // One set per kind, made once: scanning every resource for each inventory entry was quadratic in the number of files.
+    if (this.declaredTargets === null) {
+      const d = this.desired;
+      const paths = new Set([...d.files.map((f) => f.path), ...d.directories.map((x) => x.path)]);
+      this.declaredTargets = new Map<InventoryEntry['kind'], Set<string>>([
+        ['File', paths],
+        ['Directory', paths],
+        ['Service', new Set(d.services.map((x) => x.unit))],
+        ['User', new Set(d.users.map((u) => u.name))],
+        ['Group', new Set(d.groups.map((g) => g.name))],
+      ]);
     }
+    return this.declaredTargets.get(e.kind)?.has(e.target) ?? false;
   }
 
   private keep(id: string, why: string): void {

@@ -193,30 +193,25 @@ export function inventoryWrites(inv: Inventory): { puts: PutArgs[]; data: Buffer
  */
 export async function writeInventory(t: Transport, inv: Inventory): Promise<void> {
   const { puts, data } = inventoryWrites(inv);
+  await writeStateFiles(t, `the inventory ${INVENTORY_PATH}`, puts, data, 'check free space and permissions under /var/lib/converge on the node; the next pass writes it again');
+}
+
+/** Write the digest cache (facts/digest-cache.ts) atomically, root-only. */
+export async function writeDigestCache(t: Transport, content: Buffer): Promise<void> {
+  const put: PutArgs = { path: DIGEST_CACHE_PATH, owner: 'root', group: 'root', mode: '0600', sha256: sha256(content), backup: false, source: 'stdin' };
+  await writeStateFiles(t, `the digest cache ${DIGEST_CACHE_PATH}`, [put], content);
+}
+
+/** One exec that writes converge's own files in its state folder, each atomically; `what` names them in errors. */
+async function writeStateFiles(t: Transport, what: string, puts: PutArgs[], data: Buffer, hint?: string): Promise<void> {
   const script = writeFilesScript(puts, STATE_DIR_PRELUDE);
   let r;
   try {
     r = await t.exec(script, { stdin: data, timeoutMs: 60_000 });
   } catch (e) {
-    throw new NodeError('E_APPLY', t.node, `writing the inventory ${INVENTORY_PATH} failed: ${bare(e, t.node)}`, { cause: e });
+    throw new NodeError('E_APPLY', t.node, `writing ${what} failed: ${bare(e, t.node)}`, { cause: e });
   }
   if (r.code !== 0 || !/^ok$/m.test(r.stdout.toString('utf8'))) {
-    throw new NodeError('E_APPLY', t.node, `writing the inventory ${INVENTORY_PATH} failed: ${reasonOf(r.stderr) || `exit code ${r.code}`}`, {
-      hint: 'check free space and permissions under /var/lib/converge on the node; the next pass writes it again',
-    });
-  }
-}
-
-/** Write the digest cache (facts/digest-cache.ts) atomically, root-only. */
-export async function writeDigestCache(t: Transport, content: Buffer): Promise<void> {
-  const script = writeFilesScript([{ path: DIGEST_CACHE_PATH, owner: 'root', group: 'root', mode: '0600', sha256: sha256(content), backup: false, source: 'stdin' }], STATE_DIR_PRELUDE);
-  let r;
-  try {
-    r = await t.exec(script, { stdin: content, timeoutMs: 60_000 });
-  } catch (e) {
-    throw new NodeError('E_APPLY', t.node, `writing the digest cache ${DIGEST_CACHE_PATH} failed: ${bare(e, t.node)}`, { cause: e });
-  }
-  if (r.code !== 0 || !/^ok$/m.test(r.stdout.toString('utf8'))) {
-    throw new NodeError('E_APPLY', t.node, `writing the digest cache ${DIGEST_CACHE_PATH} failed: ${reasonOf(r.stderr) || `exit code ${r.code}`}`);
+    throw new NodeError('E_APPLY', t.node, `writing ${what} failed: ${reasonOf(r.stderr) || `exit code ${r.code}`}`, hint ? { hint } : {});
   }
 }

@@ -21,15 +21,16 @@ export interface StatusInput {
   /** A connected transport, or why the node cannot be reached. */
   transport: (node: string) => Transport | Error | undefined;
   timeoutMs?: number;
-  /**
-   * How long a member unit in a transient state (activating, deactivating,
-   * reloading) is waited for before the verdict: systemd restarting a crashed
-   * etcd shows "activating" for RestartSec plus the start, and that is a
-   * cluster on its way back, not a broken one.
-   */
-  settleMs?: number;
   now?: () => Date;
 }
+
+/**
+ * How long a member unit in a transient state (activating, deactivating,
+ * reloading) is waited for before the verdict: systemd restarting a crashed
+ * etcd shows "activating" for RestartSec plus the start, and that is a
+ * cluster on its way back, not a broken one.
+ */
+const UNIT_SETTLE_MS = 30_000;
 
 const TRANSIENT = new Set(['activating', 'deactivating', 'reloading', 'refreshing']);
 
@@ -61,7 +62,7 @@ export async function settleStatus(
 /** Gathers and builds the status report (also used at the end of an apply). */
 export async function etcdStatus(i: StatusInput): Promise<StatusReport> {
   const started = Date.now();
-  const r = await settleStatus(() => etcdStatusOnce(i), { settleMs: i.settleMs ?? 30_000 });
+  const r = await settleStatus(() => etcdStatusOnce(i), { settleMs: UNIT_SETTLE_MS });
   return { ...r, elapsedMs: Date.now() - started };
 }
 

@@ -71,9 +71,16 @@ test('with sub-second timestamps a file is settled once unchanged for SETTLE_MS;
     const fine = join(root, 'fine');
     const coarse = join(mnt, 'coarse');
     const req: ProbeRequest = { ...request, paths: [fine, coarse] };
+    // A whole-second ctime is the second the change fell in, and the file is rightly settled once
+    // that second is over (no later change can share it). Written late in a second, it would be
+    // settled within milliseconds; written at its start (past the kernel's coarse clock lag),
+    // the second is still running at the first probe below.
+    await sleep(1000 - (Date.now() % 1000) + 50);
+    const second = Math.floor(Date.now() / 1000);
     writeFileSync(fine, 'fine');
     writeFileSync(coarse, 'coarse');
-    assert.match(spawnSync('stat', ['-c', '%z', coarse], { encoding: 'utf8' }).stdout, /\.000000000 /, 'the loop filesystem keeps whole seconds');
+    const ctime = spawnSync('stat', ['-c', '%.9Z', coarse], { encoding: 'utf8' }).stdout.trim();
+    assert.is(ctime, `${second}.000000000`, 'the loop filesystem keeps whole seconds, and the file was written in the second the test aimed at');
     await sleep(SETTLE_MS * 4);
     let f = probe(undefined, req);
     assert.equal(Object.keys(f.digestCache!.keys), [fine], `${SETTLE_MS * 4} ms later: only the file with sub-second timestamps`);

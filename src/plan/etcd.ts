@@ -444,7 +444,10 @@ class EtcdPlanner {
    * interrupted step removes it; nothing is restarted.
    */
   private finishLeftovers(members: Member[], touched: Set<string>): void {
-    const left = members.filter((m) => m.desired && m.started && m.healthy && !m.fact.isLearner && !touched.has(m.id) && this.reachable(m.node) && this.data(m.node) === 'data' && this.initialEnvSha(m.node) !== null);
+    // A started, healthy member holds data whatever its node's probe said: the probe may have run
+    // before etcd wrote its first log, while the etcd facts, gathered alongside, waited out the
+    // first election. Only a data dir that was not inspected at all holds the finishing back.
+    const left = members.filter((m) => m.desired && m.started && m.healthy && !m.fact.isLearner && !touched.has(m.id) && this.reachable(m.node) && this.data(m.node) !== 'unknown' && this.initialEnvSha(m.node) !== null);
     if (left.length === 0) return;
     const bootstrapSha = sha256Hex(initialEnvText(bootstrapInitialCluster(this.spec), 'new'));
     const asDesired = members.length === this.spec.members.length && this.spec.members.every((d) => members.some((m) => m.desired === d && m.started && !m.fact.isLearner));

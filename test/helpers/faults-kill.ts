@@ -214,6 +214,7 @@ async function runAll(f: FaultLab, o: KillOptions, sampler: Sampler, ctx: Contex
     }
     const round: KillRound = { n, kind, window: `${window}${after}`, missed, delayMs, left, tempAfterKill, recovery: first, extraPass, leftovers: (await Promise.all(THREE.map(leftovers))).flat() };
     rounds.push(round);
+    if (round.leftovers.length > 0 && !first.problem) o.log(`fault 1: round ${n}: the pass after the kill converged but left ${round.leftovers.join(', ')}:\n${r.stdout}\n${r.stderr}`);
     o.log(`fault 1: round ${n} (${round.window}): killed at ${secs(delayMs)} [${left.join('; ')}]; next pass ${first.problem ? `FAILED: ${first.problem}` : 'converged'} in ${secs(first.ms)}${round.leftovers.length ? `; left: ${round.leftovers.join(', ')}` : ''}`);
     return round;
   };

@@ -76,7 +76,6 @@ function writeDesired(desired: string, nodes: LabNode[], extraFiles: number): vo
   }
 }
 
-
 function sha1(file: string): string {
   return createHash('sha1').update(readFileSync(file)).digest('hex');
 }

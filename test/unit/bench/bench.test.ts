@@ -69,14 +69,11 @@ test('a 1,000-file workspace is a desired state converge accepts, naming the ben
 });
 
 test('Ansible recap: changed summed over hosts; unreachable counts as failed; no recap is no answer', () => {
-  const recap = [
-    'PLAY RECAP *********************************************************************',
-    'bn-a                       : ok=14   changed=0    unreachable=0    failed=0    skipped=1    rescued=0    ignored=0   ',
-    'bn-b                       : ok=14   changed=3    unreachable=0    failed=0    skipped=1    rescued=0    ignored=0   ',
-    'bn-c                       : ok=14   changed=1    unreachable=0    failed=0    skipped=1    rescued=0    ignored=0   ',
-  ].join('\n');
-  assert.equal(ansibleChanged(recap), { changed: 4, failed: 0 });
-  assert.equal(ansibleChanged(recap.replace('unreachable=0    failed=0    skipped=1    rescued=0    ignored=0   \nbn-c', 'unreachable=1    failed=0    skipped=1    rescued=0    ignored=0   \nbn-c')), { changed: 4, failed: 1 });
+  const row = (host: string, changed: number, unreachable = 0): string =>
+    `${host.padEnd(27)}: ok=14   changed=${changed}    unreachable=${unreachable}    failed=0    skipped=1    rescued=0    ignored=0   `;
+  const recap = (rows: string[]): string => ['PLAY RECAP *********************************************************************', ...rows].join('\n');
+  assert.equal(ansibleChanged(recap([row('bn-a', 0), row('bn-b', 3), row('bn-c', 1)])), { changed: 4, failed: 0 });
+  assert.equal(ansibleChanged(recap([row('bn-a', 0), row('bn-b', 3, 1), row('bn-c', 1)])), { changed: 4, failed: 1 });
   assert.is(ansibleChanged('ERROR! the playbook could not be found'), null);
 });
 

@@ -8,7 +8,7 @@ import { ConfigError, ConvergeError, UsageError, formatDiagnostic } from '../err
 import { fsSource } from '../model/index.js';
 import { detectRepo } from '../source/detect.js';
 import { openSession, type DesiredSource, type PassConfig, type Session } from '../reconcile/session.js';
-import { gather, computePlan, applyPlan, checkNotStale, type ApplyReport } from '../reconcile/pass.js';
+import { gatherAndPlan, applyPlan, checkNotStale, type ApplyReport } from '../reconcile/pass.js';
 import { renderPlanText, useColor } from '../report/plan-text.js';
 import { planToJson } from '../report/plan-json.js';
 import { planHasChanges, planHasErrors } from '../plan/plan.js';
@@ -22,6 +22,11 @@ import { Progress } from './progress.js';
 
 type Flags = Record<string, unknown>;
 type Out = (s: string) => void;
+
+/** A line for the operator while a command runs, beside its output (stdout stays the plan or report). */
+const note = (line: string): void => {
+  process.stderr.write(line + '\n');
+};
 
 export function passConfig(c: Config, flags: Flags): PassConfig {
   return {
@@ -125,8 +130,7 @@ export async function validate(flags: Flags, out: Out): Promise<number> {
 export async function plan(flags: Flags, out: Out): Promise<number> {
   return withSession(flags, async (s) => {
     for (const w of s.warnings) process.stderr.write(formatDiagnostic(w) + '\n');
-    const g = await gather(s);
-    const p = computePlan(s, g, new Date());
+    const { plan: p } = await gatherAndPlan(s, { log: note });
     if (typeof flags['out'] === 'string') await writeFile(flags['out'], planToJson(p) + '\n', { mode: 0o600 });
     out(flags['json'] ? planToJson(p) + '\n' : renderPlanText(p, { color: useColor(process.stdout, process.env) }));
     if (planHasErrors(p)) return EXIT.error;
@@ -180,8 +184,7 @@ export async function apply(flags: Flags, planFile: string | undefined, out: Out
   const saved = planFile ? await readPlan(planFile) : null;
   return withSession(flags, async (s) => {
     for (const w of s.warnings) process.stderr.write(formatDiagnostic(w) + '\n');
-    const g = await gather(s);
-    const current = computePlan(s, g, new Date());
+    const { g, plan: current } = await gatherAndPlan(s, { log: note });
     if (saved) checkNotStale(saved, current);
     const p = saved ?? current;
     if (!flags['json']) out(renderPlanText(p));

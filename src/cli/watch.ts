@@ -26,7 +26,7 @@ import { planHasChanges, planHasErrors } from '../plan/plan.js';
 import type { Plan } from '../plan/types.js';
 import { computeDrift } from '../reconcile/drift.js';
 import { gatherEtcd } from '../reconcile/etcd.js';
-import { applyPlan, computePlan, gather, type ApplyReport } from '../reconcile/pass.js';
+import { applyPlan, gather, gatherAndPlan, type ApplyReport } from '../reconcile/pass.js';
 import { rollbackNodes } from '../reconcile/rollback.js';
 import { openSession, type PassConfig } from '../reconcile/session.js';
 import type { SourceAuth } from '../source/auth.js';
@@ -136,9 +136,8 @@ export function reconcileFor(cfg: PassConfig, source: Source, only: string[] | u
     const s = await openSession(cfg, { files: job.files, commit: job.commit, at }, only);
     try {
       for (const w of s.warnings) job.log.warn({ file: w.file, line: w.line, message: w.message }, 'desired-state warning');
-      const g = await gather(s);
       const now = new Date();
-      const plan = computePlan(s, g, now);
+      const { g, plan } = await gatherAndPlan(s, { signal: job.signal, log: (line) => job.log.info(line), date: () => now });
       const drift = await computeDrift(s, g, now);
       logDrift(job.log, drift);
       const before = driftNodes(drift, plan);

@@ -14,15 +14,12 @@
 import { createHash } from 'node:crypto';
 import type { EtcdDataDirFact, EtcdFacts, EtcdMemberFact, EtcdMemberStatus, NodeFacts, UnitFact } from '../facts/types.js';
 import type { EtcdMemberSpec, ResolvedEtcd } from '../model/types.js';
-import type { EtcdAction, NodePlan } from './types.js';
+import type { EtcdAction, NodePlan, PlanRefusal } from './types.js';
 
 /** What the etcd planner reads of a node's facts. NodeFacts fits. */
 export type EtcdNodeView = Pick<NodeFacts, 'node' | 'units' | 'paths' | 'etcdDataDir' | 'etcdRestartPending'>;
 
-export interface EtcdRefusal {
-  message: string;
-  hint: string;
-}
+export type EtcdRefusal = PlanRefusal;
 
 export interface EtcdPlan {
   actions: EtcdAction[];
@@ -119,8 +116,8 @@ class EtcdPlanner {
     return { actions: this.actions, refusals: [], deferred: this.deferred };
   }
 
-  private refuse(message: string, hint: string): void {
-    this.refusals.push({ message, hint });
+  private refuse(message: string, hint: string, starting: string[] = []): void {
+    this.refusals.push({ message, hint, ...(starting.length > 0 ? { starting: [...new Set(starting)].sort() } : {}) });
   }
 
   // ---- node facts ----------------------------------------------------------
@@ -146,6 +143,17 @@ class EtcdPlanner {
   private initialEnvSha(node: string): string | null {
     const p = this.nodes[node]?.paths[this.spec.initialEnvFile];
     return p && p.exists ? (p.sha256 ?? null) : null;
+  }
+
+  /**
+   * etcd on the node of a member that does not answer is on its way up: the
+   * unit is activating, or active (after a start, etcd replays its log and
+   * waits for a leader before it serves, and publishes its name only then).
+   */
+  private starting(node: string | undefined): boolean {
+    if (!this.reachable(node)) return false;
+    const state = this.unit(node)?.activeState;
+    return state === 'activating' || state === 'active';
   }
 
   private unitState(node: string): string {
@@ -225,6 +233,9 @@ class EtcdPlanner {
     this.refuse(
       `no etcd member answers, but ${down.join(', ')} hold${withData.length === 1 ? 's' : ''} etcd data in ${this.spec.dataDir}: the cluster is down, not new${why}`,
       `start etcd on the members that hold data (systemctl start ${this.spec.unit}) or restore the cluster from a snapshot; converge never bootstraps over existing data`,
+      // Only activating units: with Type=notify an etcd is active once it has joined its
+      // cluster, so an active one that no cluster answers for is not on its way up.
+      withData.filter((n) => this.unit(n)?.activeState === 'activating'),
     );
   }
 
@@ -262,10 +273,13 @@ class EtcdPlanner {
 
     // Quorum lost: recovery is the operator's decision.
     if (healthyVoters.length < quorum(voters.length)) {
-      const down = voters.filter((m) => !m.healthy).map((m) => this.describeDown(m));
+      const unhealthy = voters.filter((m) => !m.healthy);
+      const down = unhealthy.map((m) => this.describeDown(m));
       this.refuse(
         `etcd has lost quorum: ${healthyVoters.length} of ${voters.length} voters healthy, ${quorum(voters.length)} needed (${down.join('; ')})`,
         'bring the stopped members back (a node up, etcd started on it); if their data is lost, restoring from a snapshot is an operator\'s decision and converge never does it',
+        // Activating units only: a member that is active without a quorum waits for the others.
+        unhealthy.filter((m) => this.reachable(m.node) && this.unit(m.node)?.activeState === 'activating').map((m) => m.name),
       );
       return;
     }
@@ -274,8 +288,13 @@ class EtcdPlanner {
     const leader = leaders.size === 1 ? [...leaders][0]! : null;
     const sim: Sim = { voters: new Map(voters.map((m) => [m.id, m.healthy])), leader: leader && byId.has(leader) ? leader : null };
     const blockers: string[] = [];
+    // Members whose etcd is still starting, among the blockers: those may be gone in seconds.
+    const starting: string[] = [];
     if (this.etcd.alarms.length > 0) blockers.push(`alarm${this.etcd.alarms.length > 1 ? 's' : ''} raised: ${this.etcd.alarms.map((a) => `${a.alarm} on ${byId.get(a.memberId)?.name ?? a.memberId}`).join(', ')}`);
-    if (sim.leader === null) blockers.push(leaders.size > 1 ? `members disagree on the leader (${[...leaders].map((l) => byId.get(l)?.name ?? l).join(', ')})` : 'no leader is elected');
+    if (sim.leader === null) {
+      blockers.push(leaders.size > 1 ? `members disagree on the leader (${[...leaders].map((l) => byId.get(l)?.name ?? l).join(', ')})` : 'no leader is elected');
+      starting.push(...voters.filter((m) => !m.healthy && this.starting(m.node)).map((m) => m.name));
+    }
 
     const touched = new Set<string>();
     const removedIds = new Set<string>();
@@ -289,6 +308,7 @@ class EtcdPlanner {
       const causes = this.causes(m.node);
       if (active && causes.length === 0) {
         blockers.push(`${m.name}: etcd is ${this.unitState(m.node)} but not healthy (${m.status?.error ?? 'no answer'})`);
+        if (this.starting(m.node)) starting.push(m.name);
         continue;
       }
       const because = active ? causes : [`${spec.unit} is ${this.unitState(m.node)}`, ...causes];
@@ -331,6 +351,7 @@ class EtcdPlanner {
       if (data === 'data') {
         if (isActive(this.unit(m.node))) {
           blockers.push(`${m.name} never finished starting (etcd ${this.unitState(m.node)}, ${m.status?.error ?? 'no answer'})`);
+          if (this.starting(m.node)) starting.push(m.name);
           continue;
         }
         const because = [`${spec.unit} is ${this.unitState(m.node)}`];
@@ -432,6 +453,7 @@ class EtcdPlanner {
       this.refuse(
         `etcd changes are waiting but the cluster is not ready for them: ${blockers.join('; ')}`,
         'converge changes the cluster only when every voter is started and healthy, one leader is agreed and no alarm is raised; fix the above (see `converge status`) and run converge again',
+        starting,
       );
     }
   }

@@ -130,5 +130,17 @@ export interface Plan {
   /** Ordered cluster-level steps (membership changes, rolling restarts). */
   etcd: EtcdAction[];
   /** Changes refused as unsafe, with why and what to do. Non-empty → apply refuses. */
-  refusals: { message: string; hint: string }[];
+  refusals: PlanRefusal[];
+}
+
+export interface PlanRefusal {
+  message: string;
+  hint: string;
+  /**
+   * etcd members whose unit is starting (activating, or active while the
+   * member does not answer yet) and without which the refusal would not
+   * stand: it may lift within seconds, so a pass waits for them a while
+   * before it believes it.
+   */
+  starting?: string[];
 }

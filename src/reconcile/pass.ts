@@ -61,6 +61,53 @@ export function computePlan(s: Session, g: Gathered, now: Date): Plan {
   return { ...hostOnly, etcd: steps.actions, refusals: steps.refusals };
 }
 
+/** How long a pass waits for etcd members that are still starting before it believes a refusal they cause. */
+export const ETCD_START_SETTLE_MS = 30_000;
+
+export interface SettleOptions {
+  /** Progress for the operator: what is waited for, and for how long. */
+  log?: (line: string) => void;
+  signal?: AbortSignal;
+  settleMs?: number;
+  pauseMs?: number;
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/**
+ * Make a plan again, from fresh facts, while it is refused only for now:
+ * some refusal names etcd members that are still starting (converge killed
+ * during a bootstrap, a node rebooted a moment ago). They publish themselves
+ * within seconds; the refusal is believed once they have had `settleMs`.
+ */
+export async function settlePlan<T extends { plan: Pick<Plan, 'refusals'> }>(make: () => Promise<T>, o: SettleOptions = {}): Promise<T> {
+  const now = o.now ?? Date.now;
+  const pause = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const settleMs = o.settleMs ?? ETCD_START_SETTLE_MS;
+  const startingIn = (r: T): string[] => [...new Set(r.plan.refusals.flatMap((x) => x.starting ?? []))].sort();
+  let made = await make();
+  const until = now() + settleMs;
+  let waitingFor = startingIn(made);
+  if (waitingFor.length === 0) return made;
+  o.log?.(`etcd is still starting on ${waitingFor.join(', ')}: waiting up to ${Math.round(settleMs / 1000)} s for ${waitingFor.length === 1 ? 'it' : 'them'} before planning`);
+  while (waitingFor.length > 0 && now() < until && !o.signal?.aborted) {
+    await pause(o.pauseMs ?? 1000);
+    made = await make();
+    waitingFor = startingIn(made);
+  }
+  o.log?.(waitingFor.length === 0 ? 'etcd finished starting' : `etcd is still not answering on ${waitingFor.join(', ')} after ${Math.round(settleMs / 1000)} s`);
+  return made;
+}
+
+/** Facts and the plan made from them, waiting for etcd members that are starting (settlePlan). */
+export async function gatherAndPlan(s: Session, o: SettleOptions & { date?: () => Date } = {}): Promise<{ g: Gathered; plan: Plan }> {
+  const date = o.date ?? (() => new Date());
+  return settlePlan(async () => {
+    const g = await gather(s);
+    return { g, plan: computePlan(s, g, date()) };
+  }, o);
+}
+
 export function checkNotStale(saved: Plan, current: Plan): void {
   if (saved.commit !== current.commit) {
     throw new StalePlanError(`the saved plan is stale: it was made for ${saved.commit ?? 'no commit'}, the desired state is now ${current.commit ?? 'no commit'}`);

@@ -13,7 +13,7 @@
  */
 import { ConvergeError } from '../errors/index.js';
 import { planHasChanges, planHasErrors } from '../plan/plan.js';
-import { applyPlan, computePlan, gather, type ApplyReport } from './pass.js';
+import { applyPlan, gatherAndPlan, type ApplyReport } from './pass.js';
 import { loadState, openSession, type DesiredSource, type PassConfig } from './session.js';
 
 export interface RollbackOptions {
@@ -58,8 +58,7 @@ export async function rollbackNodes(cfg: PassConfig, desired: DesiredSource & { 
   try {
     const s = await openSession(cfg, desired, targets);
     try {
-      const g = await gather(s);
-      const plan = computePlan(s, g, new Date());
+      const { g, plan } = await gatherAndPlan(s, { ...(o.signal ? { signal: o.signal } : {}), ...(o.log ? { log: o.log } : {}) });
       if (!planHasChanges(plan)) {
         const errors = plan.nodes.filter((n) => !n.reachable).map((n) => `${n.node}: ${n.error ?? 'unreachable'}`);
         return result({ nodes: targets, skipped, ok: !planHasErrors(plan), changes: 0, report: null, ...(errors.length ? { error: errors.join('; ') } : {}) });

@@ -14,7 +14,7 @@ import { writeDesired, type Doc } from '../helpers/desired.js';
 import { labReset, startNode, stopNode, runOnNode } from '../../src/lab/index.js';
 import { fsSource } from '../../src/model/index.js';
 import { openSession, type PassConfig, type Session } from '../../src/reconcile/session.js';
-import { gather, computePlan, applyPlan, type ApplyReport } from '../../src/reconcile/pass.js';
+import { gatherAndPlan, applyPlan, type ApplyReport } from '../../src/reconcile/pass.js';
 import { loadEtcdTls, type EtcdTls } from '../../src/connect/etcd.js';
 import { etcdStatus } from '../../src/cli/status.js';
 import { planHasChanges } from '../../src/plan/plan.js';
@@ -60,17 +60,13 @@ interface PassResult {
 async function pass(dir: string, o: { apply?: boolean; nodes?: string[]; onLog?: (line: string) => void } = {}): Promise<PassResult> {
   const s: Session = await openSession(cfg, { files: fsSource(dir), commit: null }, o.nodes ?? THREE);
   const log: string[] = [];
+  const onLine = (line: string): void => {
+    log.push(line);
+    o.onLog?.(line);
+  };
   try {
-    const g = await gather(s);
-    const plan = computePlan(s, g, new Date());
-    const report = o.apply
-      ? await applyPlan(s, plan, g, {
-          log: (line) => {
-            log.push(line);
-            o.onLog?.(line);
-          },
-        })
-      : null;
+    const { g, plan } = await gatherAndPlan(s, { log: onLine });
+    const report = o.apply ? await applyPlan(s, plan, g, { log: onLine }) : null;
     return { plan, report, spec: s.state.etcd!, log };
   } finally {
     await s.close();
@@ -268,6 +264,32 @@ test('removing two of three members is refused with a clear message, and nothing
   const spec3 = (await pass(desired(THREE, ['ETCD_SNAPSHOT_COUNT=30000']))).spec;
   await healthy(spec3, 3);
   await assertKeys(tls, urls(spec3)[0]!);
+});
+
+test('two members rebooted a moment ago and still starting: the pass waits for them instead of refusing for lost quorum', async () => {
+  const dir = desired(THREE, ['ETCD_SNAPSHOT_COUNT=30000']);
+  const spec = (await pass(dir)).spec;
+  const slow = ['et-b', 'et-c'];
+  // A start that takes 14 s, longer than the etcd facts wait out an election (10 s): the
+  // refusal then stands when the plan is first made, and only the pass's own wait lifts it.
+  const dropIn = '/etc/systemd/system/etcd.service.d/converge-test-slow-start.conf';
+  try {
+    for (const n of slow) {
+      const r = await runOnNode(n, `mkdir -p ${dropIn.replace(/\/[^/]+$/, '')} && printf '[Service]\\nExecStartPre=/bin/sleep 14\\n' > ${dropIn} && systemctl daemon-reload && systemctl stop etcd.service && systemctl start --no-block etcd.service && systemctl show -p ActiveState --value etcd.service`);
+      assert.is(r.stdout.trim(), 'activating', `${n}: ${r.stderr}`);
+    }
+    const t0 = Date.now();
+    const r = await pass(dir, { apply: true });
+    ok(r);
+    assert.ok(r.log.some((l) => /etcd is still starting on et-b, et-c: waiting up to 30 s/.test(l)), r.log.join('\n'));
+    assert.ok(r.log.includes('etcd finished starting'), r.log.join('\n'));
+    assert.equal(r.plan.refusals, []);
+    figures.push(`pass started while 2 of 3 members were starting (14 s ExecStartPre): waited and converged in ${Date.now() - t0} ms`);
+    await healthy(spec, 3);
+  } finally {
+    for (const n of slow) await runOnNode(n, `rm -f ${dropIn} && systemctl daemon-reload && systemctl start etcd.service`);
+  }
+  await assertKeys(tls, urls(spec)[0]!);
 });
 
 test.run();

@@ -50,7 +50,8 @@ interface Fixture {
   /** Node name → facts overrides; null: the node cannot be reached. */
   nodes?: Record<string, NodeSpec | null>;
   restarts?: Record<string, string[]>;
-  expect: { actions: string[]; refusals?: string[]; deferred?: string[]; reasons?: Record<string, string> };
+  /** starting: the members the refusals name as still starting (a pass waits for them), none when absent. */
+  expect: { actions: string[]; refusals?: string[]; deferred?: string[]; reasons?: Record<string, string>; starting?: string[] };
 }
 
 const address = (node: string): string => {
@@ -180,6 +181,7 @@ for (const file of files) {
       assert.ok(r.message.length > 0 && r.hint.length > 0, 'every refusal says why and what to do');
     }
     if (plan.refusals.length > 0) assert.equal(plan.actions, [], 'a refused plan changes nothing');
+    assert.equal([...new Set(plan.refusals.flatMap((r) => r.starting ?? []))].sort(), f.expect.starting ?? [], 'members still starting');
     for (const re of f.expect.deferred ?? []) assert.ok(plan.deferred.some((d) => new RegExp(re).test(d)), `deferred ${re} in ${JSON.stringify(plan.deferred)}`);
     for (const [i, re] of Object.entries(f.expect.reasons ?? {})) assert.match(plan.actions[Number(i)]?.reason ?? '', new RegExp(re), `reason of action ${i}`);
     for (const a of plan.actions) assert.ok(a.reason.length > 0, 'every action has a reason');

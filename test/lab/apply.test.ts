@@ -3,6 +3,7 @@
 // under /tmp/converge-test-* or is named converge-test-*/cvgt*, and is
 // removed at the end; the nodes themselves are never reset or stopped.
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';

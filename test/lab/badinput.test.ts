@@ -8,6 +8,7 @@
 // case's outcome goes to .converge/results/badinput.json, from which
 // test/helpers/reliability-table.ts makes README's Reliability rows.
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';

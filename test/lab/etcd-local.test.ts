@@ -7,6 +7,7 @@
 // While rollouts run, a writer puts a key every 100 ms through an ordinary
 // client (which retries on another member) and counts what failed.
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
@@ -82,7 +83,8 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  await c.close();
+  // Absent when the before hook failed: its error is the one to read, not one from here.
+  if (c !== undefined) await c.close();
   process.stdout.write(`\n  [measured]\n${figures.map((f) => `    ${f}`).join('\n')}\n`);
 });
 

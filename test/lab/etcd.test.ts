@@ -6,6 +6,7 @@
 // every scenario; while rollouts run, a writer puts a key every 100 ms and a
 // watcher counts the healthy voters every 250 ms.
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -4,6 +4,7 @@
 // key, a wrong client key and a node that refuses connections.
 // Test files live only under /tmp/converge-test-* on the nodes and are removed.
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';

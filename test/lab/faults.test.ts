@@ -10,6 +10,7 @@
 // and its own Git server; it writes .converge/results/faults.json and
 // faults.md (the table for the README's Reliability section).
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import git from 'isomorphic-git';
 import http from 'isomorphic-git/http/node';
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { configCommand, resolveConfig } from '../../src/cli/config.js';
 import { labCommand } from '../../src/cli/lab.js';

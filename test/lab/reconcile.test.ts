@@ -4,6 +4,7 @@
 // literally, and per-node failures that leave the other nodes converging.
 // Every apply is checked for exactness: what it did is what the plan said.
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -12,6 +12,7 @@
 // The desired state lives on a branch of the lab's Git server, so that every
 // command also authenticates to Git with the password it must never print.
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

@@ -5,6 +5,7 @@
 // kept throughout; the rollback returns the members to the last good commit
 // and the cluster is healthy again, with every key written before still there.
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';

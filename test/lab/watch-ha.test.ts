@@ -6,6 +6,7 @@
 // ever overlap. The desired state has no nodes: this suite is about who
 // reconciles and when, so passes are quick and many.
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -7,6 +7,7 @@
 // operator asks (POST /retry) or a newer commit arrives.
 // The suite owns nodes wt-b and wt-c and the branch rollback-<run>.
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, rmSync, writeFileSync } from 'node:fs';

@@ -2,6 +2,7 @@
 // accepts it without a warning, and `systemd-analyze security` rates its
 // hardening. systemd-analyze comes with the host packages the lab installs.
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';

@@ -3,6 +3,7 @@
 // node over SSH. Pushes and webhooks are real; latencies are measured.
 // The suite owns node wt-a and the branch watch-<run>; nothing else is touched.
 import { test } from 'uvu';
+import '../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, rmSync, writeFileSync } from 'node:fs';

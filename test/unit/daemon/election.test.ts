@@ -3,6 +3,7 @@
 // stops leading the moment it runs again (before it could do anything), and
 // the shared state is written only by the key holder.
 import { test } from 'uvu';
+import '../../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
 import { createServer, connect, type AddressInfo, type Socket } from 'node:net';

@@ -1,6 +1,7 @@
 // The daemon's HTTP endpoint with a real loop behind it: webhook signatures,
 // size and time bounds, status, readiness, metrics, operator controls.
 import { test } from 'uvu';
+import '../../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { request } from 'node:http';
 import { connect } from 'node:net';
@@ -54,8 +55,9 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  await http.close();
-  await h.done();
+  // Absent when the before hook failed: its error is the one to read, not one from here.
+  if (http !== undefined) await http.close();
+  if (h !== undefined) await h.done();
   if (figures.length > 0) console.log(`\n  figures: ${figures.join('; ')}`);
 });
 

@@ -3,6 +3,7 @@
 // move — each through the real code, with real processes. Kept fast (a few seconds): the long scenarios are in
 // test/lab/etcd-local.test.ts.
 import { test } from 'uvu';
+import '../../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { localCluster, type LocalCluster } from './helpers/local-cluster.js';
 import { etcdClient } from '../../../src/connect/etcd.js';

@@ -2,6 +2,7 @@
 // http-backend behind basic auth on 127.0.0.1), and against servers that
 // misbehave in the ways a real network does.
 import { test } from 'uvu';
+import '../../helpers/hooks.js';
 import * as assert from 'uvu/assert';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createTcpServer, type Server } from 'node:net';
@@ -23,7 +24,8 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  await srv.stop();
+  // Absent when the before hook failed: its error is the one to read, not one from here.
+  if (srv !== undefined) await srv.stop();
   if (figures.length > 0) console.log(`\n  figures: ${figures.join('; ')}`);
 });
 

@@ -137,9 +137,26 @@ function killAll(dir: string): void {
   }
 }
 
+/** Which of `ports` something listens on, with the process `ss` names ("24900 by etcd pid 123"). */
+function listeners(ports: number[]): string[] {
+  const want = new Set(ports);
+  const out = execFileSync('ss', ['-Hltnp'], { encoding: 'utf8' });
+  return out.split('\n').flatMap((line) => {
+    const port = Number(/:(\d+)\s/.exec(line.split(/\s+/).slice(3, 4).join('') + ' ')?.[1]);
+    if (!want.has(port)) return [];
+    const who = /\("([^"]+)",pid=(\d+)/.exec(line);
+    return [`${port}${who ? ` by ${who[1]} pid ${who[2]}` : ''}`];
+  });
+}
+
 export function localCluster(names: string[], basePort: number): LocalCluster {
   if (process.getuid?.() !== 0) throw new Error('the local etcd cluster needs root (unshare --mount)');
   if (!existsSync(ETCD_BIN)) throw new Error(`${ETCD_BIN} is missing: apt-get install etcd-server (and keep its own service stopped)`);
+  const ports = names.flatMap((_, i) => [basePort + 2 * i, basePort + 2 * i + 1]);
+  const taken = listeners(ports);
+  if (taken.length > 0) {
+    throw new Error(`127.0.0.1 ports this local cluster needs are in use: ${taken.join('; ')} (an etcd left by an earlier run that was killed? stop it and run the tests again)`);
+  }
   const dir = mkdtempSync(join(tmpdir(), 'converge-etcd-'));
   const pki = join(dir, 'pki');
   const tls = makePki(pki);

@@ -264,13 +264,25 @@ class EtcdRun {
    * (that is a member's state, and the planner said there was none); moves
    * the leftovers of a failed start aside, keeping the dir's owner and mode.
    */
-  private async prepareDataDir(node: string): Promise<string | null> {
+  /**
+   * Before a member's first start: an empty data dir, or one holding only
+   * the leftovers of a start that never wrote its log (moved aside, so that
+   * etcd starts clean). An etcd that already runs there with the initial env
+   * this step writes was started by the same step, interrupted: it is left to
+   * finish its start ('running'), never has its data dir moved from under it.
+   * Any other etcd there is stopped first (that also cancels a pending
+   * automatic restart), so that none starts on the leftovers while they move.
+   */
+  private async prepareDataDir(node: string, envText: string): Promise<{ running: true } | { running: false; aside: string | null }> {
     const d = shellQuote(this.spec.dataDir);
     const out = await this.sh(
       node,
       [
         'set -eu',
-        `d=${d}; a="$d.removed-${timestamp(this.now())}"`,
+        `d=${d}; a="$d.removed-${timestamp(this.now())}"; u=${this.unit()}; f=${shellQuote(this.spec.initialEnvFile)}`,
+        'pid=$(systemctl show -p MainPID -- "$u" 2>/dev/null | sed -n "s/^MainPID=//p")',
+        `if [ "\${pid:-0}" != 0 ] && [ -f "$f" ] && [ "$(sha256sum < "$f" | cut -d" " -f1)" = ${sha256Hex(envText)} ]; then echo running; exit 0; fi`,
+        'systemctl stop "$u" 2>/dev/null || true',
         'if ls "$d"/member/wal/*.wal >/dev/null 2>&1; then echo wal; exit 0; fi',
         'if [ -d "$d" ] && [ -n "$(ls -A "$d")" ]; then mv "$d" "$a"; mkdir "$d"; chown --reference="$a" "$d"; chmod --reference="$a" "$d"; echo "aside $a"; else echo clean; fi',
       ].join('\n'),
@@ -278,7 +290,13 @@ class EtcdRun {
     if (out.startsWith('wal')) {
       throw new EtcdUnsafeError(`${node}: ${this.spec.dataDir} holds an etcd write-ahead log; converge never starts a new member on existing data`, `check what it holds, move it aside (mv ${this.spec.dataDir} ${this.spec.dataDir}.old) and run converge again`, { node });
     }
-    return out.startsWith('aside ') ? out.slice(6).trim() : null;
+    if (out.startsWith('running')) return { running: true };
+    return { running: false, aside: out.startsWith('aside ') ? out.slice(6).trim() : null };
+  }
+
+  private noteDataDir(node: string, p: Awaited<ReturnType<EtcdRun['prepareDataDir']>>, r: EtcdStepReport): void {
+    if (p.running) r.detail.push(`${node}: etcd is already starting with this step's initial env (an interrupted pass started it): left to finish`);
+    else if (p.aside) r.detail.push(`${node}: leftovers of an earlier start moved to ${p.aside}`);
   }
 
   /** Stop and disable etcd on a node that left the cluster, and move its data dir aside. */
@@ -445,10 +463,7 @@ class EtcdRun {
           if (!nf.etcdDataDir?.empty && !(env?.exists && env.sha256 === sha)) {
             throw new EtcdUnsafeError(`refusing to bootstrap: ${d.node} holds etcd data in ${this.spec.dataDir} that this bootstrap did not create`, 'the plan is stale or the node was changed by hand: run converge plan again');
           }
-          if (nf.etcdDataDir?.empty) {
-            const aside = await this.prepareDataDir(d.node);
-            if (aside) r.detail.push(`${d.node}: leftovers of an earlier start moved to ${aside}`);
-          }
+          if (nf.etcdDataDir?.empty) this.noteDataDir(d.node, await this.prepareDataDir(d.node, text), r);
           await this.writeInitialEnv(d.node, text);
         }),
       );
@@ -498,13 +513,14 @@ class EtcdRun {
 
     const nf = await gatherEtcdNodeFacts(this.node(d.node), this.spec);
     if (nf.etcdDataDir?.empty) {
-      const aside = await this.prepareDataDir(d.node);
-      if (aside) r.detail.push(`${d.node}: leftovers of an earlier start moved to ${aside}`);
       const live = f.members.map((x) => ({ name: x.id === id ? a.name : x.name || this.nameOf(f, x.id), peerUrls: x.peerUrls }));
       if (live.some((x) => !x.name)) throw new EtcdStepError(`adding ${a.name}: another member has not started yet`, 'run converge again');
-      await this.writeInitialEnv(d.node, initialEnvText(initialClusterString(live), 'existing'));
-      this.say(`etcd: ${a.name}: starting as ${m.isLearner ? 'learner' : 'member'} ${id}`);
-      await this.start(d.node, true);
+      const text = initialEnvText(initialClusterString(live), 'existing');
+      const prepared = await this.prepareDataDir(d.node, text);
+      this.noteDataDir(d.node, prepared, r);
+      await this.writeInitialEnv(d.node, text);
+      this.say(`etcd: ${a.name}: ${prepared.running ? 'already starting' : 'starting'} as ${m.isLearner ? 'learner' : 'member'} ${id}`);
+      await this.start(d.node, !prepared.running);
     } else if (m.name !== '') {
       await this.start(d.node, false);
     } else {

@@ -245,7 +245,9 @@ async function runAll(f: FaultLab, o: KillOptions, sampler: Sampler, ctx: Contex
   const stage = async (what: string, setup: () => Promise<void>, check?: () => Promise<string | null>): Promise<void> => {
     await setup();
     const r = await apply(f, dirs.A);
-    const c: StagedCase = { what, code: r.code, ms: r.ms, problem: converged(r) ?? (check ? await check() : null), leftovers: (await Promise.all(THREE.map(leftovers))).flat() };
+    // The check runs whatever the pass did: it also undoes what the setup changed beyond a kill.
+    const checked = check ? await check() : null;
+    const c: StagedCase = { what, code: r.code, ms: r.ms, problem: converged(r) ?? checked, leftovers: (await Promise.all(THREE.map(leftovers))).flat() };
     staged.push(c);
     o.log(`fault 1: staged: ${what}: next pass ${c.problem ? `FAILED: ${c.problem}\n${r.stdout}\n${r.stderr}` : 'converged'} in ${secs(c.ms)}${c.leftovers.length ? `; left: ${c.leftovers.join(', ')}` : ''}`);
   };
@@ -259,6 +261,32 @@ async function runAll(f: FaultLab, o: KillOptions, sampler: Sampler, ctx: Contex
     await Promise.all(THREE.map(putEnv));
     await sh(THREE[0]!, 'systemctl start --no-block etcd.service');
   });
+  const slowStart = '/etc/systemd/system/etcd.service.d/converge-faults-slow-start.conf';
+  await stage(
+    `killed just after etcd started on ${THREE[0]}, before it wrote its log: the start's leftovers in its data dir, the process still starting`,
+    async () => {
+      await Promise.all(THREE.map(wipe));
+      const host = await apply(f, dirs.A, ['--skip-etcd']);
+      if (host.code !== 0) throw new Error(`host part: exit ${host.code}:\n${host.stdout}\n${host.stderr}`);
+      await Promise.all(THREE.map(putEnv));
+      // The moment lasts milliseconds in a real start; a unit that waits 8 s before it runs etcd holds it.
+      await sh(
+        THREE[0]!,
+        [
+          'install -d -o etcd -g etcd -m 0700 /var/lib/etcd/member /var/lib/etcd/member/snap',
+          'mkdir -p /etc/systemd/system/etcd.service.d',
+          `printf '[Service]\\nExecStart=\\nExecStart=/bin/sh -c "sleep 8; exec /usr/local/bin/etcd"\\n' > ${slowStart}`,
+          'systemctl daemon-reload',
+          'systemctl start --no-block etcd.service',
+          'i=0; while [ "$(systemctl show -p MainPID --value etcd.service)" = 0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done',
+        ].join('\n'),
+      );
+    },
+    async () => {
+      const moved = await sh(THREE[0]!, `rm -f ${slowStart}; systemctl daemon-reload; ls -d /var/lib/etcd.removed-* 2>/dev/null; true`);
+      return moved ? `the data dir of ${THREE[0]}, whose etcd was starting, was moved aside under it: ${moved.split('\n').join(', ')}` : null;
+    },
+  );
   let pids: string[] = [];
   await stage(
     'killed after the bootstrapped cluster became healthy, before its initial env files were removed',

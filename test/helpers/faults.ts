@@ -209,7 +209,7 @@ export async function wipe(node: string): Promise<void> {
       'systemctl stop etcd.service 2>/dev/null',
       'systemctl disable --quiet etcd.service 2>/dev/null',
       'systemctl reset-failed etcd.service 2>/dev/null',
-      'rm -rf /var/lib/etcd /var/lib/etcd.removed-* /etc/etcd /usr/local/bin/etcd /usr/local/bin/etcdctl /usr/local/bin/.etcd.converge-* /usr/local/bin/.etcdctl.converge-* /etc/systemd/system/etcd.service /etc/systemd/system/.etcd.service.converge-* /var/lib/converge /srv/converge-faults',
+      'rm -rf /var/lib/etcd /var/lib/etcd.removed-* /etc/etcd /usr/local/bin/etcd /usr/local/bin/etcdctl /usr/local/bin/.etcd.converge-* /usr/local/bin/.etcdctl.converge-* /etc/systemd/system/etcd.service /etc/systemd/system/etcd.service.d /etc/systemd/system/.etcd.service.converge-* /var/lib/converge /srv/converge-faults',
       'userdel etcd 2>/dev/null',
       'groupdel etcd 2>/dev/null',
       'systemctl daemon-reload',

@@ -91,7 +91,8 @@ case "$cmd" in
     echo "ActiveState=$(state)"
     if [ -f "$R/disabled" ]; then echo UnitFileState=disabled; else echo UnitFileState=enabled; fi
     echo NeedDaemonReload=no
-    echo "ExecMainStartTimestampMonotonic=$(mono)" ;;
+    echo "ExecMainStartTimestampMonotonic=$(mono)"
+    if alive; then echo "MainPID=$(cat "$P")"; else echo MainPID=0; fi ;;
   *) echo "systemctl stand-in: $cmd not supported" >&2; exit 1 ;;
 esac
 `;

@@ -262,16 +262,13 @@ class EtcdRun {
   /**
    * Makes the data dir fit for a new member: never touches a write-ahead log
    * (that is a member's state, and the planner said there was none); moves
-   * the leftovers of a failed start aside, keeping the dir's owner and mode.
-   */
-  /**
-   * Before a member's first start: an empty data dir, or one holding only
-   * the leftovers of a start that never wrote its log (moved aside, so that
-   * etcd starts clean). An etcd that already runs there with the initial env
-   * this step writes was started by the same step, interrupted: it is left to
-   * finish its start ('running'), never has its data dir moved from under it.
-   * Any other etcd there is stopped first (that also cancels a pending
-   * automatic restart), so that none starts on the leftovers while they move.
+   * the leftovers of a start that never wrote its log aside, keeping the
+   * dir's owner and mode. An etcd that already runs there with the initial
+   * env this step writes was started by the same step, interrupted: it is
+   * left to finish its start ('running'), and its data dir is never moved
+   * from under it. Any other etcd there is stopped first (which also cancels
+   * a pending automatic restart), so that none starts on the leftovers while
+   * they move.
    */
   private async prepareDataDir(node: string, envText: string): Promise<{ running: true } | { running: false; aside: string | null }> {
     const d = shellQuote(this.spec.dataDir);

@@ -263,14 +263,14 @@ class EtcdRun {
    * Makes the data dir fit for a new member: never touches a write-ahead log
    * (that is a member's state, and the planner said there was none); moves
    * the leftovers of a start that never wrote its log aside, keeping the
-   * dir's owner and mode. An etcd that already runs there with the initial
-   * env this step writes was started by the same step, interrupted: it is
-   * left to finish its start ('running'), and its data dir is never moved
-   * from under it. Any other etcd there is stopped first (which also cancels
-   * a pending automatic restart), so that none starts on the leftovers while
-   * they move.
+   * dir's owner and mode. An etcd that already runs there with one of
+   * `ownEnvs` (the initial env this step writes, or the bootstrap's) was
+   * started by converge, by a step that was interrupted: it is left to
+   * finish its start ('running'), and its data dir is never moved from under
+   * it. Any other etcd there is stopped first (which also cancels a pending
+   * automatic restart), so that none starts on the leftovers while they move.
    */
-  private async prepareDataDir(node: string, envText: string): Promise<{ running: true } | { running: false; aside: string | null }> {
+  private async prepareDataDir(node: string, ownEnvs: string[]): Promise<{ running: true } | { running: false; aside: string | null }> {
     const d = shellQuote(this.spec.dataDir);
     const out = await this.sh(
       node,
@@ -278,7 +278,7 @@ class EtcdRun {
         'set -eu',
         `d=${d}; a="$d.removed-${timestamp(this.now())}"; u=${this.unit()}; f=${shellQuote(this.spec.initialEnvFile)}`,
         'pid=$(systemctl show -p MainPID -- "$u" 2>/dev/null | sed -n "s/^MainPID=//p")',
-        `if [ "\${pid:-0}" != 0 ] && [ -f "$f" ] && [ "$(sha256sum < "$f" | cut -d" " -f1)" = ${sha256Hex(envText)} ]; then echo running; exit 0; fi`,
+        `if [ "\${pid:-0}" != 0 ] && [ -f "$f" ]; then case "$(sha256sum < "$f" | cut -d" " -f1)" in ${ownEnvs.map(sha256Hex).join('|')}) echo running; exit 0 ;; esac; fi`,
         'systemctl stop "$u" 2>/dev/null || true',
         'if ls "$d"/member/wal/*.wal >/dev/null 2>&1; then echo wal; exit 0; fi',
         'if [ -d "$d" ] && [ -n "$(ls -A "$d")" ]; then mv "$d" "$a"; mkdir "$d"; chown --reference="$a" "$d"; chmod --reference="$a" "$d"; echo "aside $a"; else echo clean; fi',
@@ -292,7 +292,7 @@ class EtcdRun {
   }
 
   private noteDataDir(node: string, p: Awaited<ReturnType<EtcdRun['prepareDataDir']>>, r: EtcdStepReport): void {
-    if (p.running) r.detail.push(`${node}: etcd is already starting with this step's initial env (an interrupted pass started it): left to finish`);
+    if (p.running) r.detail.push(`${node}: etcd is already starting with converge's initial env (an interrupted pass started it): left to finish`);
     else if (p.aside) r.detail.push(`${node}: leftovers of an earlier start moved to ${p.aside}`);
   }
 
@@ -460,7 +460,7 @@ class EtcdRun {
           if (!nf.etcdDataDir?.empty && !(env?.exists && env.sha256 === sha)) {
             throw new EtcdUnsafeError(`refusing to bootstrap: ${d.node} holds etcd data in ${this.spec.dataDir} that this bootstrap did not create`, 'the plan is stale or the node was changed by hand: run converge plan again');
           }
-          if (nf.etcdDataDir?.empty) this.noteDataDir(d.node, await this.prepareDataDir(d.node, text), r);
+          if (nf.etcdDataDir?.empty) this.noteDataDir(d.node, await this.prepareDataDir(d.node, [text]), r);
           await this.writeInitialEnv(d.node, text);
         }),
       );
@@ -513,7 +513,8 @@ class EtcdRun {
       const live = f.members.map((x) => ({ name: x.id === id ? a.name : x.name || this.nameOf(f, x.id), peerUrls: x.peerUrls }));
       if (live.some((x) => !x.name)) throw new EtcdStepError(`adding ${a.name}: another member has not started yet`, 'run converge again');
       const text = initialEnvText(initialClusterString(live), 'existing');
-      const prepared = await this.prepareDataDir(d.node, text);
+      // A member of the bootstrap that had not started when the others formed the cluster is finished as an add.
+      const prepared = await this.prepareDataDir(d.node, [text, initialEnvText(bootstrapInitialCluster(this.spec), 'new')]);
       this.noteDataDir(d.node, prepared, r);
       await this.writeInitialEnv(d.node, text);
       this.say(`etcd: ${a.name}: ${prepared.running ? 'already starting' : 'starting'} as ${m.isLearner ? 'learner' : 'member'} ${id}`);

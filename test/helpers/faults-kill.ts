@@ -16,7 +16,7 @@
  * the new one.
  */
 import { labReset } from '../../src/lab/index.js';
-import { bootstrapInitialCluster, initialEnvText } from '../../src/plan/etcd.js';
+import { bootstrapInitialCluster, initialClusterString, initialEnvText, sha256Hex } from '../../src/plan/etcd.js';
 import type { CliResult } from './cli.js';
 import {
   ALL,
@@ -261,30 +261,63 @@ async function runAll(f: FaultLab, o: KillOptions, sampler: Sampler, ctx: Contex
     await Promise.all(THREE.map(putEnv));
     await sh(THREE[0]!, 'systemctl start --no-block etcd.service');
   });
+  // A kill just after a member's etcd started, before it wrote its log, lasts milliseconds: a unit
+  // drop-in that waits before it runs etcd holds that moment, with the start's leftovers in the data dir.
   const slowStart = '/etc/systemd/system/etcd.service.d/converge-faults-slow-start.conf';
+  const holdStart = async (node: string, seconds: number): Promise<void> => {
+    await sh(
+      node,
+      [
+        'install -d -o etcd -g etcd -m 0700 /var/lib/etcd/member /var/lib/etcd/member/snap',
+        'mkdir -p /etc/systemd/system/etcd.service.d',
+        `printf '[Service]\\nExecStart=\\nExecStart=/bin/sh -c "sleep ${seconds}; exec /usr/local/bin/etcd"\\n' > ${slowStart}`,
+        'systemctl daemon-reload',
+        'systemctl start --no-block etcd.service',
+        'i=0; while [ "$(systemctl show -p MainPID --value etcd.service)" = 0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done',
+      ].join('\n'),
+    );
+  };
+  const notMovedUnder = async (node: string): Promise<string | null> => {
+    const moved = await sh(node, `rm -f ${slowStart}; systemctl daemon-reload; ls -d /var/lib/etcd.removed-* 2>/dev/null; true`);
+    return moved ? `the data dir of ${node}, whose etcd was starting, was moved aside under it: ${moved.split('\n').join(', ')}` : null;
+  };
+  const hostPartWithEnv = async (): Promise<void> => {
+    await Promise.all(THREE.map(wipe));
+    const host = await apply(f, dirs.A, ['--skip-etcd']);
+    if (host.code !== 0) throw new Error(`host part: exit ${host.code}:\n${host.stdout}\n${host.stderr}`);
+    await Promise.all(THREE.map(putEnv));
+  };
   await stage(
-    `killed just after etcd started on ${THREE[0]}, before it wrote its log: the start's leftovers in its data dir, the process still starting`,
+    `killed just after etcd started on ${THREE[0]}, before it wrote its log, the other members not started: the start's leftovers in its data dir, the process still starting`,
     async () => {
-      await Promise.all(THREE.map(wipe));
-      const host = await apply(f, dirs.A, ['--skip-etcd']);
-      if (host.code !== 0) throw new Error(`host part: exit ${host.code}:\n${host.stdout}\n${host.stderr}`);
-      await Promise.all(THREE.map(putEnv));
-      // The moment lasts milliseconds in a real start; a unit that waits 8 s before it runs etcd holds it.
-      await sh(
-        THREE[0]!,
-        [
-          'install -d -o etcd -g etcd -m 0700 /var/lib/etcd/member /var/lib/etcd/member/snap',
-          'mkdir -p /etc/systemd/system/etcd.service.d',
-          `printf '[Service]\\nExecStart=\\nExecStart=/bin/sh -c "sleep 8; exec /usr/local/bin/etcd"\\n' > ${slowStart}`,
-          'systemctl daemon-reload',
-          'systemctl start --no-block etcd.service',
-          'i=0; while [ "$(systemctl show -p MainPID --value etcd.service)" = 0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done',
-        ].join('\n'),
-      );
+      await hostPartWithEnv();
+      await holdStart(THREE[0]!, 8);
+    },
+    () => notMovedUnder(THREE[0]!),
+  );
+  // Finished as an add, the late member gets an add's initial env: the cluster's members in etcd's
+  // list order, which the setup does not choose, so any order of the three is a whole, valid content.
+  const members = states.A.etcd!.members.map((m) => ({ name: m.name, peerUrls: [m.peerUrl] }));
+  const addEnvShas = permutations(members).map((ms) => sha256Hex(initialEnvText(initialClusterString(ms), 'existing')));
+  const expectInitialEnv = (allowed: string[]): void => {
+    for (const n of THREE) {
+      const m = transition(new Map(), want('A', n));
+      m.set(INITIAL_ENV, new Set([ABSENT, bootSha, ...allowed]));
+      sampler.expect(n, m);
+    }
+  };
+  await stage(
+    `killed while the members started: ${THREE[1]} and ${THREE[2]} formed the cluster, ${THREE[0]}'s etcd still starting, before it wrote its log (finished as an add)`,
+    async () => {
+      expectInitialEnv(addEnvShas);
+      await hostPartWithEnv();
+      await holdStart(THREE[0]!, 15);
+      await Promise.all(THREE.slice(1).map((n) => sh(n, 'systemctl start etcd.service')));
     },
     async () => {
-      const moved = await sh(THREE[0]!, `rm -f ${slowStart}; systemctl daemon-reload; ls -d /var/lib/etcd.removed-* 2>/dev/null; true`);
-      return moved ? `the data dir of ${THREE[0]}, whose etcd was starting, was moved aside under it: ${moved.split('\n').join(', ')}` : null;
+      const problem = await notMovedUnder(THREE[0]!);
+      expectInitialEnv([]);
+      return problem;
     },
   );
   let pids: string[] = [];
@@ -350,4 +383,9 @@ function assertConverged(r: CliResult, what: string): void {
 function withEnv(m: Map<string, Set<string>>): Map<string, Set<string>> {
   m.set(INITIAL_ENV, new Set([ABSENT]));
   return m;
+}
+
+function permutations<T>(xs: readonly T[]): T[][] {
+  if (xs.length <= 1) return [[...xs]];
+  return xs.flatMap((x, i) => permutations([...xs.slice(0, i), ...xs.slice(i + 1)]).map((rest) => [x, ...rest]));
 }

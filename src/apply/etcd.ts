@@ -125,6 +125,9 @@ function timestamp(d: Date): string {
   return d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
 }
 
+/** What prepareDataDir found: an etcd of converge's already starting there, or the dir ready (leftovers moved to `aside`). */
+type PreparedDataDir = { running: true } | { running: false; aside: string | null };
+
 class EtcdRun {
   private readonly spec: ResolvedEtcd;
   private readonly pollMs: number;
@@ -270,7 +273,7 @@ class EtcdRun {
    * it. Any other etcd there is stopped first (which also cancels a pending
    * automatic restart), so that none starts on the leftovers while they move.
    */
-  private async prepareDataDir(node: string, ownEnvs: string[]): Promise<{ running: true } | { running: false; aside: string | null }> {
+  private async prepareDataDir(node: string, ownEnvs: string[]): Promise<PreparedDataDir> {
     const d = shellQuote(this.spec.dataDir);
     const out = await this.sh(
       node,
@@ -291,7 +294,7 @@ class EtcdRun {
     return { running: false, aside: out.startsWith('aside ') ? out.slice(6).trim() : null };
   }
 
-  private noteDataDir(node: string, p: Awaited<ReturnType<EtcdRun['prepareDataDir']>>, r: EtcdStepReport): void {
+  private noteDataDir(node: string, p: PreparedDataDir, r: EtcdStepReport): void {
     if (p.running) r.detail.push(`${node}: etcd is already starting with converge's initial env (an interrupted pass started it): left to finish`);
     else if (p.aside) r.detail.push(`${node}: leftovers of an earlier start moved to ${p.aside}`);
   }

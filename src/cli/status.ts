@@ -8,6 +8,7 @@ import { loadEtcdTls, type EtcdTls } from '../connect/etcd.js';
 import type { Transport } from '../connect/transport.js';
 import { ConfigError } from '../errors/index.js';
 import { gatherEtcdFactsSettled, unitActive } from '../facts/etcd.js';
+import { settle, type SettleClock } from '../facts/settle.js';
 import type { ResolvedEtcd, ResolvedNode } from '../model/types.js';
 import type { Session } from '../reconcile/session.js';
 import { buildStatusReport, renderStatusJson, renderStatusText, type StatusReport, type UnitState } from '../report/status.js';
@@ -44,19 +45,8 @@ export function transientUnits(r: StatusReport): string[] {
  * is between states, up to `settleMs`; a unit that is failed or inactive, or
  * a problem with every unit settled, is the answer at once.
  */
-export async function settleStatus(
-  take: () => Promise<StatusReport>,
-  o: { settleMs: number; pauseMs?: number; now?: () => number; sleep?: (ms: number) => Promise<void> },
-): Promise<StatusReport> {
-  const now = o.now ?? Date.now;
-  const pause = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
-  const until = now() + o.settleMs;
-  let r = await take();
-  while (!r.healthy && transientUnits(r).length > 0 && now() < until) {
-    await pause(o.pauseMs ?? 1000);
-    r = await take();
-  }
-  return r;
+export async function settleStatus(take: () => Promise<StatusReport>, o: SettleClock & { settleMs: number }): Promise<StatusReport> {
+  return settle(await take(), take, (r) => !r.healthy && transientUnits(r).length > 0, o);
 }
 
 /** Gathers and builds the status report (also used at the end of an apply). */

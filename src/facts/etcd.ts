@@ -14,6 +14,7 @@ import { withMemberClients, etcdErrorText, type EtcdTls, type MemberClients } fr
 import { shellQuote, type Transport } from '../connect/transport.js';
 import { NodeError } from '../errors/index.js';
 import type { ResolvedEtcd, ResolvedNode } from '../model/types.js';
+import { settle, type SettleClock } from './settle.js';
 import type { EtcdFacts, EtcdMemberFact, EtcdMemberStatus, NodeFacts, PathFact, UnitFact } from './types.js';
 
 export interface GatherEtcdOptions {
@@ -188,16 +189,9 @@ function doubts(f: EtcdFacts): (string | undefined)[] {
 /** The retry policy of gatherEtcdFactsSettled, over any way of gathering (`timeoutMs` undefined: the quick deadline). */
 export async function settleEtcdFacts(
   gather: (timeoutMs?: number) => Promise<EtcdFacts>,
-  o: { patientTimeoutMs: number; electionSettleMs: number; pauseMs?: number; now?: () => number; sleep?: (ms: number) => Promise<void> },
+  o: { patientTimeoutMs: number; electionSettleMs: number } & SettleClock,
 ): Promise<EtcdFacts> {
-  const now = o.now ?? Date.now;
-  const pause = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
-  let facts = await gather();
-  const until = now() + o.electionSettleMs;
-  while (electionUnderway(facts) && now() < until) {
-    await pause(o.pauseMs ?? 500);
-    facts = await gather();
-  }
+  const facts = await settle(await gather(), () => gather(), electionUnderway, { ...o, pauseMs: o.pauseMs ?? 500, settleMs: o.electionSettleMs });
   return doubts(facts).some(timedOut) ? gather(o.patientTimeoutMs) : facts;
 }
 

@@ -151,9 +151,17 @@ class EtcdPlanner {
    * waits for a leader before it serves, and publishes its name only then).
    */
   private starting(node: string | undefined): boolean {
-    if (!this.reachable(node)) return false;
-    const state = this.unit(node)?.activeState;
-    return state === 'activating' || state === 'active';
+    return this.activating(node) || (this.reachable(node) && this.unit(node)?.activeState === 'active');
+  }
+
+  /**
+   * Only this counts as starting where an active etcd would not be on its way
+   * up: with Type=notify an etcd is active once it has joined its cluster, so
+   * one that is active without a quorum, or that no cluster answers for, waits
+   * for others.
+   */
+  private activating(node: string | undefined): boolean {
+    return this.reachable(node) && this.unit(node)?.activeState === 'activating';
   }
 
   private unitState(node: string): string {
@@ -233,9 +241,7 @@ class EtcdPlanner {
     this.refuse(
       `no etcd member answers, but ${down.join(', ')} hold${withData.length === 1 ? 's' : ''} etcd data in ${this.spec.dataDir}: the cluster is down, not new${why}`,
       `start etcd on the members that hold data (systemctl start ${this.spec.unit}) or restore the cluster from a snapshot; converge never bootstraps over existing data`,
-      // Only activating units: with Type=notify an etcd is active once it has joined its
-      // cluster, so an active one that no cluster answers for is not on its way up.
-      withData.filter((n) => this.unit(n)?.activeState === 'activating'),
+      withData.filter((n) => this.activating(n)),
     );
   }
 
@@ -278,8 +284,7 @@ class EtcdPlanner {
       this.refuse(
         `etcd has lost quorum: ${healthyVoters.length} of ${voters.length} voters healthy, ${quorum(voters.length)} needed (${down.join('; ')})`,
         'bring the stopped members back (a node up, etcd started on it); if their data is lost, restoring from a snapshot is an operator\'s decision and converge never does it',
-        // Activating units only: a member that is active without a quorum waits for the others.
-        unhealthy.filter((m) => this.reachable(m.node) && this.unit(m.node)?.activeState === 'activating').map((m) => m.name),
+        unhealthy.filter((m) => this.activating(m.node)).map((m) => m.name),
       );
       return;
     }

@@ -15,6 +15,7 @@ import { digestCacheContent } from '../facts/digest-cache.js';
 import { probeRequestFor } from '../facts/request.js';
 import { gatherAllFacts, type EtcdProbePart } from '../facts/gather.js';
 import { etcdRestartPaths } from '../facts/etcd.js';
+import { settle, type SettleClock } from '../facts/settle.js';
 import type { EtcdFacts, NodeFacts } from '../facts/types.js';
 import type { DesiredFile, ResolvedNode } from '../model/types.js';
 import { buildPlan, planHasChanges, type NodeFactsOrError } from '../plan/plan.js';
@@ -64,14 +65,10 @@ export function computePlan(s: Session, g: Gathered, now: Date): Plan {
 /** How long a pass waits for etcd members that are still starting before it believes a refusal they cause. */
 export const ETCD_START_SETTLE_MS = 30_000;
 
-export interface SettleOptions {
+export interface SettleOptions extends SettleClock {
   /** Progress for the operator: what is waited for, and for how long. */
   log?: (line: string) => void;
-  signal?: AbortSignal;
   settleMs?: number;
-  pauseMs?: number;
-  now?: () => number;
-  sleep?: (ms: number) => Promise<void>;
 }
 
 /**
@@ -81,21 +78,15 @@ export interface SettleOptions {
  * within seconds; the refusal is believed once they have had `settleMs`.
  */
 export async function settlePlan<T extends { plan: Pick<Plan, 'refusals'> }>(make: () => Promise<T>, o: SettleOptions = {}): Promise<T> {
-  const now = o.now ?? Date.now;
-  const pause = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const settleMs = o.settleMs ?? ETCD_START_SETTLE_MS;
   const startingIn = (r: T): string[] => [...new Set(r.plan.refusals.flatMap((x) => x.starting ?? []))].sort();
-  let made = await make();
-  const until = now() + settleMs;
-  let waitingFor = startingIn(made);
-  if (waitingFor.length === 0) return made;
+  const first = await make();
+  const waitingFor = startingIn(first);
+  if (waitingFor.length === 0) return first;
   o.log?.(`etcd is still starting on ${waitingFor.join(', ')}: waiting up to ${Math.round(settleMs / 1000)} s for ${waitingFor.length === 1 ? 'it' : 'them'} before planning`);
-  while (waitingFor.length > 0 && now() < until && !o.signal?.aborted) {
-    await pause(o.pauseMs ?? 1000);
-    made = await make();
-    waitingFor = startingIn(made);
-  }
-  o.log?.(waitingFor.length === 0 ? 'etcd finished starting' : `etcd is still not answering on ${waitingFor.join(', ')} after ${Math.round(settleMs / 1000)} s`);
+  const made = await settle(first, make, (r) => startingIn(r).length > 0, { ...o, settleMs });
+  const still = startingIn(made);
+  o.log?.(still.length === 0 ? 'etcd finished starting' : `etcd is still not answering on ${still.join(', ')} after ${Math.round(settleMs / 1000)} s`);
   return made;
 }
 

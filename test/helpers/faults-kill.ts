@@ -115,17 +115,18 @@ export async function killRounds(f: FaultLab, o: KillOptions): Promise<KillRepor
   // The fourth node too: a member left there by an earlier run's scale-out would join the new cluster (same token, same peer URLs, same member IDs).
   await Promise.all(ALL.map((n) => labReset(n)));
   const sampler = new Sampler(THREE);
-  const freshExpect = (): void => {
+  // From fresh nodes to version A; the initial env file absent, the bootstrap's, or one of `extraEnv`.
+  const freshExpect = (extraEnv: readonly string[] = []): void => {
     for (const n of THREE) {
       const m = transition(new Map(), want('A', n));
-      m.set(INITIAL_ENV, new Set([ABSENT, bootSha]));
+      m.set(INITIAL_ENV, new Set([ABSENT, bootSha, ...extraEnv]));
       sampler.expect(n, m);
     }
   };
   freshExpect();
   sampler.start();
   try {
-    return await runAll(f, o, sampler, { t0, rng, dirs, states, want, bootSha, urls });
+    return await runAll(f, o, sampler, { t0, rng, dirs, states, want, bootSha, urls, freshExpect });
   } finally {
     await sampler.stop();
   }
@@ -139,10 +140,11 @@ interface Context {
   want: (v: Version, node: string) => Map<string, string>;
   bootSha: string;
   urls: string[];
+  freshExpect: (extraEnv?: readonly string[]) => void;
 }
 
 async function runAll(f: FaultLab, o: KillOptions, sampler: Sampler, ctx: Context): Promise<KillReport> {
-  const { t0, rng, dirs, states, want, bootSha, urls } = ctx;
+  const { t0, rng, dirs, states, want, bootSha, urls, freshExpect } = ctx;
   await Promise.all(THREE.map((n) => sampler.nextSample(n)));
 
   // Calibration: a full apply from fresh nodes, not killed.
@@ -299,24 +301,17 @@ async function runAll(f: FaultLab, o: KillOptions, sampler: Sampler, ctx: Contex
   // list order, which the setup does not choose, so any order of the three is a whole, valid content.
   const members = states.A.etcd!.members.map((m) => ({ name: m.name, peerUrls: [m.peerUrl] }));
   const addEnvShas = permutations(members).map((ms) => sha256Hex(initialEnvText(initialClusterString(ms), 'existing')));
-  const expectInitialEnv = (allowed: string[]): void => {
-    for (const n of THREE) {
-      const m = transition(new Map(), want('A', n));
-      m.set(INITIAL_ENV, new Set([ABSENT, bootSha, ...allowed]));
-      sampler.expect(n, m);
-    }
-  };
   await stage(
     `killed while the members started: ${THREE[1]} and ${THREE[2]} formed the cluster, ${THREE[0]}'s etcd still starting, before it wrote its log (finished as an add)`,
     async () => {
-      expectInitialEnv(addEnvShas);
+      freshExpect(addEnvShas);
       await hostPartWithEnv();
       await holdStart(THREE[0]!, 15);
       await Promise.all(THREE.slice(1).map((n) => sh(n, 'systemctl start etcd.service')));
     },
     async () => {
       const problem = await notMovedUnder(THREE[0]!);
-      expectInitialEnv([]);
+      freshExpect();
       return problem;
     },
   );

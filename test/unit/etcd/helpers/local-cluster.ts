@@ -143,7 +143,8 @@ function listeners(ports: number[]): string[] {
   const want = new Set(ports);
   const out = execFileSync('ss', ['-Hltnp'], { encoding: 'utf8' });
   return out.split('\n').flatMap((line) => {
-    const port = Number(/:(\d+)\s/.exec(line.split(/\s+/).slice(3, 4).join('') + ' ')?.[1]);
+    const local = line.split(/\s+/)[3] ?? '';
+    const port = Number(local.slice(local.lastIndexOf(':') + 1));
     if (!want.has(port)) return [];
     const who = /\("([^"]+)",pid=(\d+)/.exec(line);
     return [`${port}${who ? ` by ${who[1]} pid ${who[2]}` : ''}`];

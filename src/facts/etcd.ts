@@ -191,8 +191,13 @@ export async function settleEtcdFacts(
   gather: (timeoutMs?: number) => Promise<EtcdFacts>,
   o: { patientTimeoutMs: number; electionSettleMs: number } & SettleClock,
 ): Promise<EtcdFacts> {
-  const facts = await settle(await gather(), () => gather(), electionUnderway, { ...o, pauseMs: o.pauseMs ?? 500, settleMs: o.electionSettleMs });
-  return doubts(facts).some(timedOut) ? gather(o.patientTimeoutMs) : facts;
+  // Every answer the election is judged on has had its patient retry: a member that missed the quick
+  // deadline (a link just back, say) is often one whose return starts an election.
+  const take = async (): Promise<EtcdFacts> => {
+    const f = await gather();
+    return doubts(f).some(timedOut) ? gather(o.patientTimeoutMs) : f;
+  };
+  return settle(await take(), take, electionUnderway, { ...o, pauseMs: o.pauseMs ?? 500, settleMs: o.electionSettleMs });
 }
 
 // ---- etcd on one node --------------------------------------------------------

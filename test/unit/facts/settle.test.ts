@@ -97,6 +97,17 @@ test('a missed deadline is asked again once with the patient deadline', async ()
   assert.equal(s.asked, [undefined, 10_000]);
 });
 
+test('an answer asked again with the patient deadline that comes in the middle of an election waits for it too', async () => {
+  // Found by the fault suite: the cut link came back, its member missed the quick deadline, and the
+  // patient answer, taken while that member's return forced an election, named no leader.
+  const slow = facts([null, 'request timed out', null]);
+  const s = scripted([slow, naming([null, null, null]), healthy]);
+  const c = clock();
+  assert.is(await settleEtcdFacts(s.gather, { patientTimeoutMs: 10_000, electionSettleMs: 6_000, ...c }), healthy);
+  assert.equal(s.asked, [undefined, 10_000, undefined]);
+  assert.equal(c.slept, [500]);
+});
+
 test('a member that is really down (connection refused) is believed at once', async () => {
   const down = facts([null, 'connection refused', null]);
   const s = scripted([down, healthy]);

@@ -271,12 +271,13 @@ test('two members rebooted a moment ago and still starting: the pass waits for t
   const dir = desired(THREE, ['ETCD_SNAPSHOT_COUNT=30000']);
   const spec = (await pass(dir)).spec;
   const slow = ['et-b', 'et-c'];
-  // A start that takes 14 s, longer than the etcd facts wait out an election (10 s): the
-  // refusal then stands when the plan is first made, and only the pass's own wait lifts it.
+  // A start that takes 35 s, longer than the etcd facts wait out an election (10 s, each answer
+  // after a patient retry of up to 10 s): the refusal then stands when the plan is first made,
+  // and only the pass's own wait lifts it.
   const dropIn = '/etc/systemd/system/etcd.service.d/converge-test-slow-start.conf';
   try {
     for (const n of slow) {
-      const r = await runOnNode(n, `mkdir -p ${dropIn.replace(/\/[^/]+$/, '')} && printf '[Service]\\nExecStartPre=/bin/sleep 14\\n' > ${dropIn} && systemctl daemon-reload && systemctl stop etcd.service && systemctl start --no-block etcd.service && systemctl show -p ActiveState --value etcd.service`);
+      const r = await runOnNode(n, `mkdir -p ${dropIn.replace(/\/[^/]+$/, '')} && printf '[Service]\\nExecStartPre=/bin/sleep 35\\n' > ${dropIn} && systemctl daemon-reload && systemctl stop etcd.service && systemctl start --no-block etcd.service && systemctl show -p ActiveState --value etcd.service`);
       assert.is(r.stdout.trim(), 'activating', `${n}: ${r.stderr}`);
     }
     const t0 = Date.now();
@@ -285,7 +286,7 @@ test('two members rebooted a moment ago and still starting: the pass waits for t
     assert.ok(r.log.some((l) => /etcd is still starting on et-b, et-c: waiting up to 30 s/.test(l)), r.log.join('\n'));
     assert.ok(r.log.includes('etcd finished starting'), r.log.join('\n'));
     assert.equal(r.plan.refusals, []);
-    figures.push(`pass started while 2 of 3 members were starting (14 s ExecStartPre): waited and converged in ${Date.now() - t0} ms`);
+    figures.push(`pass started while 2 of 3 members were starting (35 s ExecStartPre): waited and converged in ${Date.now() - t0} ms`);
     await healthy(spec, 3);
   } finally {
     for (const n of slow) await runOnNode(n, `rm -f ${dropIn} && systemctl daemon-reload && systemctl start etcd.service`);
